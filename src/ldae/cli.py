@@ -1,0 +1,50 @@
+"""`ldae <verb> ...`: one verb per Snakemake rule.
+
+Each verb lives in its own module as ``main(argv: list[str]) -> int`` (argparse inside), imported lazily so
+that `ldae --help` stays fast and a rule only pays for the libraries it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth-adni": ("ldae.data.synth", "generate a synthetic ADNI-like raw download (images + clinical CSVs)"),
+    "adni-to-bids": ("ldae.data.convert", "run clinica's adni-to-bids converter (T1) with a kept log"),
+    "sessions": ("ldae.data.sessions", "build the session table from the BIDS dataset (pybids)"),
+    "splits": ("ldae.data.splits", "subject-level train/val/test + probe splits, seeded, written once"),
+    "preprocess": ("ldae.preprocess.pipeline", "N4 -> registration -> skull strip for one session"),
+    "preproc-qc": ("ldae.preprocess.qc", "gather per-session QC into the cohort QC table"),
+    "preproc-description": ("ldae.preprocess.naming", "write dataset_description.json of the derivatives"),
+}
+
+
+def _usage() -> str:
+    width = max(len(v) for v in COMMANDS)
+    lines = ["usage: ldae <command> [options]", "", "commands:"]
+    lines += [f"  {verb:<{width}}  {help_}" for verb, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from ldae import __version__
+
+        print(__version__)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        print(f"ldae: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[verb][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

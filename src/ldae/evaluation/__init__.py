@@ -1,0 +1,1 @@
+"""ldae.evaluation"""

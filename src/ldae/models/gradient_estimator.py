@@ -1,0 +1,227 @@
+"""LDAE gradient estimator G(x_t, y_sem, t) on the latent (paper Sec. stage 3; PDAE, Zhang et al. 2022).
+
+The pretrained stage-2 LDM U-Net stays whole and FROZEN (``requires_grad=False``, always in eval mode). Its time
+embedding and down path are shared: they produce the skip connections and the bottleneck features. A NEW trainable
+decoder branch - middle block, up path and output layer with the LDM's own configuration (built by deep-copying
+the MONAI blocks of the LDM) - consumes those skips. Its residual blocks are :class:`AdaGNResnetBlock` s that take
+the timestep and ``y_sem`` by AdaGN: ``h = (1 + z_s) * (GN(h) * (1 + t_s) + t_b) + z_b`` with ``y`` projected by
+``Linear(y_dim -> time-embedding dim)`` and then per block by ``SiLU + Linear(-> 2 * C)``. The output convolution
+is zero-initialised, so ``G == 0`` at initialisation and the LDAE starts exactly at the pretrained LDM.
+
+Config keys (section ``ldae``): ``ldm_checkpoint`` (path to the stage-2 weights - required, never silently random),
+``y_dim`` (768), ``share_middle_block`` (false: the new branch has its own middle block, as in the paper),
+``init_branch_from_ldm`` (false: fresh random init; true: start the branch from the LDM decoder weights),
+``branch_dropout`` (null -> the LDM's ``ldm.dropout``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.networks.nets import DiffusionModelUNet
+
+from .ldm_unet import AdaGNResnetBlock, build_ldm_unet, convert_resnet_blocks, unet_decode, unet_encode, zero_module
+
+__all__ = ["GradientEstimator", "load_frozen_unet", "load_unet_state_dict", "extract_state_dict"]
+
+_CKPT_KEY = "ldae.ldm_checkpoint"
+_CONTAINER_KEYS = ("ema_state_dict", "ema", "state_dict", "model_state_dict", "model")
+_PREFIXES = ("", "model.", "module.", "unet.", "ema_model.", "ema.module.", "ema.", "_orig_mod.")
+
+
+def _reset_parameters(module: nn.Module) -> None:
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()  # type: ignore[operator]
+
+
+def _dropout_of(unet: nn.Module) -> float:
+    for m in unet.modules():
+        if isinstance(m, AdaGNResnetBlock):
+            return float(m.dropout.p)
+    return 0.0
+
+
+class GradientEstimator(nn.Module):
+    """Frozen LDM + new AdaGN decoder branch.
+
+    Args:
+        frozen_unet: the pretrained stage-2 U-Net (from :func:`load_frozen_unet`). It is frozen in place.
+        y_dim: size of the semantic code ``y_sem``.
+        share_middle_block: if True the LDM's (frozen) middle block is shared too and the branch starts at the up
+            path; default False (paper: the new branch has "middle blocks, upsampling path, output layer").
+        init_branch_from_ldm: start the branch from a copy of the LDM decoder weights instead of a fresh init
+            (the output conv is zeroed in both cases).
+        dropout: dropout in the branch's residual blocks (``None``: the LDM's dropout).
+    """
+
+    def __init__(
+        self,
+        frozen_unet: DiffusionModelUNet,
+        y_dim: int = 768,
+        share_middle_block: bool = False,
+        init_branch_from_ldm: bool = False,
+        dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(frozen_unet, DiffusionModelUNet):
+            raise TypeError(f"frozen_unet must be a monai DiffusionModelUNet, got {type(frozen_unet).__name__}")
+        if frozen_unet.with_conditioning:
+            raise ValueError("frozen_unet must be unconditional (with_conditioning=False)")
+        self.y_dim = int(y_dim)
+        self.share_middle_block = bool(share_middle_block)
+        self.ldm = frozen_unet
+        self.ldm.requires_grad_(False)
+        self.ldm.eval()
+
+        temb_dim = self.ldm.time_embed[-1].out_features
+        self.temb_dim = temb_dim
+        drop = _dropout_of(self.ldm) if dropout is None else float(dropout)
+
+        branch = nn.ModuleDict()
+        if not self.share_middle_block:
+            branch["middle_block"] = copy.deepcopy(self.ldm.middle_block)
+        branch["up_blocks"] = copy.deepcopy(self.ldm.up_blocks)
+        branch["out"] = copy.deepcopy(self.ldm.out)
+        convert_resnet_blocks(branch, time_conditioning="scale_shift", dropout=drop, cond_channels=temb_dim)
+        branch.requires_grad_(True)
+        if not init_branch_from_ldm:
+            _reset_parameters(branch)
+            for m in branch.modules():
+                if isinstance(m, AdaGNResnetBlock):
+                    zero_module(m.conv2)  # MONAI's residual-block convention
+        zero_module(branch["out"][-1])  # G == 0 at init
+        self.branch = branch
+        self.y_proj = nn.Linear(self.y_dim, temb_dim)
+
+    # --- frozen part -----------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> GradientEstimator:
+        super().train(mode)
+        self.ldm.eval()  # the LDM is frozen: no dropout, whatever Lightning asks
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the new branch and the y projection (what the optimiser and EMA should see)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("ldm.")]
+
+    def _frozen_encode(self, x_t: torch.Tensor, t: torch.Tensor):
+        with torch.no_grad():
+            h, skips, emb = unet_encode(self.ldm, x_t, t)
+            if self.share_middle_block:
+                h = self.ldm.middle_block(hidden_states=h, temb=emb, context=None)
+        return h, skips, emb
+
+    @torch.no_grad()
+    def frozen_eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The frozen LDM's epsilon prediction ``eps_hat(x_t, t)``."""
+        return self.ldm(x_t, t)
+
+    # --- forward ---------------------------------------------------------------------------------------------------
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, y_sem: torch.Tensor, return_eps: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``G(x_t, y_sem, t)`` (same shape as ``x_t``); with ``return_eps`` also the frozen ``eps_hat(x_t, t)``,
+        computed from the same frozen encoder pass."""
+        if y_sem.ndim != 2 or y_sem.shape[1] != self.y_dim or y_sem.shape[0] != x_t.shape[0]:
+            raise ValueError(f"y_sem must be (B={x_t.shape[0]}, {self.y_dim}), got {tuple(y_sem.shape)}")
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        h, skips, emb = self._frozen_encode(x_t, t)
+        emb_cond = torch.cat([emb, self.y_proj(y_sem.to(emb.dtype))], dim=1)
+        g = unet_decode(self.branch["middle_block"] if not self.share_middle_block else None,
+                        self.branch["up_blocks"], self.branch["out"], h, skips, emb_cond)
+        if not return_eps:
+            return g
+        with torch.no_grad():
+            mid = h if self.share_middle_block else None
+            eps = unet_decode(None if mid is not None else self.ldm.middle_block, self.ldm.up_blocks,
+                              self.ldm.out, h, skips, emb)
+        return g, eps
+
+
+# --- loading the stage-2 checkpoint (never silently random) -------------------------------------------------------
+
+
+def extract_state_dict(obj: Any, state_key: str | None = None) -> dict[str, torch.Tensor]:
+    """Find the tensor state dict inside a loaded checkpoint (plain, or under ``state_key`` / a usual container)."""
+    if state_key is not None:
+        if not isinstance(obj, Mapping) or state_key not in obj:
+            raise KeyError(f"checkpoint has no entry {state_key!r}")
+        obj = obj[state_key]
+    elif isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for k in _CONTAINER_KEYS:
+            if k in obj and isinstance(obj[k], Mapping):
+                obj = obj[k]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError("no tensor state dict found in checkpoint")
+    return dict(obj)
+
+
+def _match_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    best, best_hits = sd, -1
+    for p in _PREFIXES:
+        cand = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} if p else sd
+        hits = len(expected & cand.keys())
+        if hits > best_hits:
+            best, best_hits = cand, hits
+    return best
+
+
+def load_unet_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, config_key: str) -> None:
+    """Strictly load ``sd`` into ``model`` (common prefixes stripped) or raise ValueError naming file and key."""
+    own = model.state_dict()
+    sd = _match_prefix(sd, set(own))
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or bad_shape:
+        def few(xs: list[str]) -> str:
+            return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if bad_shape:
+            parts.append("shape mismatches: " + few([f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+                                                     for k in bad_shape]))
+        raise ValueError(
+            f"checkpoint {source} (config key {config_key}) does not match the network built from the config: "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def load_frozen_unet(
+    cfg: Mapping[str, Any] | None, ckpt_path: str | os.PathLike | None, state_key: str | None = None
+) -> DiffusionModelUNet:
+    """Build the LDM U-Net from the ``ldm`` config section and load the stage-2 weights from ``ckpt_path``.
+
+    Raises ``ValueError`` if no path is configured or the checkpoint does not match the architecture, and
+    ``FileNotFoundError`` if the file is absent - a frozen, randomly initialised LDM would silently train nonsense
+    (a fault of the authors' code). The checkpoint is a ``torch.save`` d state dict, or a dict holding one under
+    ``ema_state_dict``/``ema``/``state_dict``/``model_state_dict``/``model`` (or ``state_key``); it is read with
+    ``weights_only=True``. The returned U-Net is frozen and in eval mode.
+    """
+    if ckpt_path is None or str(ckpt_path).strip() == "":
+        raise ValueError(f"no stage-2 LDM checkpoint configured: set {_CKPT_KEY} to the trained LDM weights")
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"stage-2 LDM checkpoint {path!r} (config key {_CKPT_KEY}) does not exist")
+    unet = build_ldm_unet(cfg)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        sd = extract_state_dict(obj, state_key)
+    except (KeyError, ValueError, RuntimeError, EOFError, OSError) as e:  # includes unpickling errors
+        raise ValueError(f"cannot read a U-Net state dict from {path!r} (config key {_CKPT_KEY}): {e}") from e
+    load_unet_state_dict(unet, sd, repr(path), _CKPT_KEY)
+    unet.requires_grad_(False)
+    unet.eval()
+    return unet

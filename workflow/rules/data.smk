@@ -1,0 +1,93 @@
+# Raw download (ADNI or synthetic) -> BIDS (clinica) -> session table -> subject-level splits.
+
+
+rule synthesize_adni:
+    """A synthetic ADNI-like LONI download with clinical CSVs, used when data.source is 'synthetic'."""
+    output:
+        raw=directory(raw_root()),
+    params:
+        flags=cli_flags(config["data"]["synthetic"]),
+    log:
+        log_file("synthesize_adni"),
+    benchmark:
+        bench_file("synthesize_adni")
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    shell:
+        "python -m ldae.cli synth-adni --out {output.raw} {params.flags} > {log} 2>&1"
+
+
+rule adni_to_bids:
+    """Clinica's own adni-to-bids converter (T1 only); its QC picks the preferred scan per visit."""
+    input:
+        **raw_inputs(),
+    output:
+        bids=directory(BIDS),
+    params:
+        dataset=adni_dir(),
+        clinical=clinical_dir(),
+        subjects_list=(
+            f"--subjects-list {config['data']['subjects_list']}" if config["data"]["subjects_list"] else ""
+        ),
+    threads: res("adni_to_bids", "threads", 1)
+    resources:
+        mem_mb=res("adni_to_bids", "mem_mb", 4000),
+        runtime=res("adni_to_bids", "runtime", 60),
+    log:
+        log_file("adni_to_bids"),
+    benchmark:
+        bench_file("adni_to_bids")
+    conda:
+        env_file("clinica")
+    container:
+        container_for("clinica")
+    shell:
+        "python -m ldae.cli adni-to-bids --dataset-dir {params.dataset} --clinical-dir {params.clinical}"
+        " --bids-dir {output.bids} {params.subjects_list} --n-procs {threads} --log {log}"
+
+
+checkpoint sessions:
+    """One row per usable T1w session (pybids); the rest go to the exclusions table with a reason."""
+    input:
+        bids=BIDS,
+    output:
+        sessions=SESSIONS,
+        excluded=EXCLUDED,
+    params:
+        flags=cli_flags(config["sessions"]),
+    log:
+        log_file("sessions"),
+    benchmark:
+        bench_file("sessions")
+    conda:
+        env_file("clinica")
+    container:
+        container_for("clinica")
+    shell:
+        "python -m ldae.cli sessions --bids-dir {input.bids} --out {output.sessions} --excluded {output.excluded}"
+        " {params.flags} > {log} 2>&1"
+
+
+rule splits:
+    """Subject-level train/val/test and probe_train/probe_val, seeded; every later stage reads this file."""
+    input:
+        sessions=SESSIONS,
+    output:
+        splits=SPLITS,
+    params:
+        flags=cli_flags(config["splits"]),
+    log:
+        log_file("splits"),
+    benchmark:
+        bench_file("splits")
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    shell:
+        "python -m ldae.cli splits --sessions {input.sessions} --out {output.splits} {params.flags} > {log} 2>&1"
+
+
+TARGETS.extend([SESSIONS, SPLITS])

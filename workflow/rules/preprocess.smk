@@ -1,0 +1,1 @@
+# N4 -> registration -> skull strip per session (filled in by the preprocessing work).
