@@ -1,0 +1,189 @@
+"""Training machinery shared by the three stages: Trainer, checkpoints, resume, EMA, logging, run folder.
+
+A run folder holds everything of one stage:
+    <run>/config.yaml          the resolved stage config it was trained with
+    <run>/checkpoints/last.ckpt  written every `checkpoint_every_n_steps` and at the end (resume point)
+    <run>/checkpoints/best.ckpt  best validation metric (stages with model selection)
+    <run>/metrics.csv          CSV log (TensorBoard too, when installed)
+    <run>/weights.pt           plain state dict of the model that downstream rules load (weights_only)
+A restarted rule (SLURM timeout, requeue, crash) resumes from the newest of last.ckpt and Lightning's
+hpc_ckpt_*.ckpt with the optimizer, scheduler, EMA and loop state, so no step is trained twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import yaml
+
+log = logging.getLogger("ldae.training")
+
+# Keys every stage's `train:` sub-section may set (defaults here; the schema documents them).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 1,
+    "max_steps": -1,
+    "batch_size": 1,
+    "accumulate_grad_batches": 1,
+    "gradient_clip_val": None,
+    "precision": "auto",  # auto: bf16-mixed on GPUs that support it, else 32-true
+    "num_workers": 2,
+    "checkpoint_every_n_steps": 500,
+    "val_every_n_epochs": 1,
+    "log_every_n_steps": 10,
+    "seed": 0,
+    "devices": "auto",  # number of GPUs (the rule passes its `gpus` resource); CPU when none
+}
+
+
+def train_settings(section: dict | None) -> dict[str, Any]:
+    settings = dict(TRAIN_DEFAULTS)
+    unknown = sorted(set(section or {}) - set(settings))
+    if unknown:
+        raise ValueError(f"unknown training key(s) {unknown}; known: {sorted(settings)}")
+    settings.update(section or {})
+    return settings
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def accelerator_and_devices(devices) -> tuple[str, Any]:
+    if not torch.cuda.is_available():
+        return "cpu", 1
+    if devices in ("auto", None, 0):
+        return "gpu", torch.cuda.device_count()
+    return "gpu", int(devices)
+
+
+def resume_checkpoint(run_dir: Path) -> str | None:
+    """The newest resumable checkpoint of a run folder, or None for a fresh start."""
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [path for path in candidates if path.is_file()]
+    if not existing:
+        return None
+    newest = max(existing, key=lambda path: path.stat().st_mtime)
+    log.info("resuming from %s", newest)
+    return str(newest)
+
+
+def save_resolved_config(config: dict, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def save_weights_atomic(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Plain tensors only, so downstream rules load them with torch.load(..., weights_only=True)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: str | os.PathLike, what: str, config_key: str) -> dict[str, torch.Tensor]:
+    """A weights file written by an earlier rule; a missing file is an error naming the key, never random init."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path} (config {config_key}); run the rule that makes it")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def loggers(run_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    active = [CSVLogger(save_dir=str(run_dir), name="", version="logs")]
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        active.append(TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard"))
+    return active
+
+
+def build_trainer(
+    settings: dict[str, Any],
+    run_dir: Path,
+    monitor: str | None = None,
+    mode: str = "max",
+    ema_decay: float | None = None,
+    callbacks: Iterable = (),
+    enable_progress_bar: bool = True,
+):
+    """A Lightning Trainer with last/best checkpoints, optional EMA, SLURM requeue, DDP for >1 GPU."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    accelerator, devices = accelerator_and_devices(settings["devices"])
+    every = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+        every_n_train_steps=settings["checkpoint_every_n_steps"],
+    )
+    all_callbacks = [every, *callbacks]
+    if monitor:
+        all_callbacks.append(
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                            save_top_k=1, save_last=False, enable_version_counter=False)
+        )
+    if ema_decay:
+        all_callbacks.append(EMAWeightAveraging(decay=ema_decay))
+    plugins = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []
+    multi = accelerator == "gpu" and devices > 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        return pl.Trainer(
+            default_root_dir=str(run_dir),
+            accelerator=accelerator,
+            devices=devices,
+            strategy="ddp" if multi else "auto",
+            precision=resolve_precision(settings["precision"]),
+            max_epochs=settings["max_epochs"],
+            max_steps=settings["max_steps"],
+            accumulate_grad_batches=settings["accumulate_grad_batches"],
+            gradient_clip_val=settings["gradient_clip_val"],
+            check_val_every_n_epoch=settings["val_every_n_epochs"],
+            log_every_n_steps=settings["log_every_n_steps"],
+            callbacks=all_callbacks,
+            logger=loggers(run_dir),
+            plugins=plugins,
+            enable_progress_bar=enable_progress_bar,
+            num_sanity_val_steps=0,
+            deterministic=False,
+        )
+
+
+def publish_metrics(run_dir: Path, target: Path) -> None:
+    """Copy the CSV log to the stage's declared metrics file (atomic)."""
+    source = run_dir / "logs" / "metrics.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    if source.is_file():
+        shutil.copyfile(source, tmp)
+    else:
+        Path(tmp).write_text("")
+    os.replace(tmp, target)

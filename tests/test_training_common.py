@@ -1,0 +1,102 @@
+"""Shared training machinery: checkpoints every N steps, resume with identical optimizer state, EMA,
+resolved config, atomic weights, latent store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import lightning.pytorch as pl
+
+from ldae.training import common
+from ldae.training.data import LatentDataset, LatentStore
+
+
+class Toy(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+        self.steps_run = 0
+
+    def training_step(self, batch, _):
+        self.steps_run += 1
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def loader(n=16):  # 4 batches an epoch: checkpoints at step 4, 8 fall on epoch ends
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+
+def settings(**kw):
+    return common.train_settings({"max_epochs": 1, "checkpoint_every_n_steps": 4, "num_workers": 0, **kw})
+
+
+def fit(run_dir, max_steps, ema=None):
+    pl.seed_everything(0)
+    model = Toy()
+    trainer = common.build_trainer(settings(max_steps=max_steps, max_epochs=10), run_dir, ema_decay=ema,
+                                   enable_progress_bar=False)
+    trainer.fit(model, loader(), ckpt_path=common.resume_checkpoint(run_dir))
+    return model, trainer
+
+
+def test_resume_continues_from_saved_step_with_same_optimizer_state(tmp_path):
+    full, full_trainer = fit(tmp_path / "full", max_steps=12)
+    part, _ = fit(tmp_path / "part", max_steps=8)  # "interrupted" after 8 steps: last.ckpt at step 8
+    ckpt = torch.load(tmp_path / "part/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 8
+    resumed, resumed_trainer = fit(tmp_path / "part", max_steps=12)
+    assert resumed_trainer.global_step == full_trainer.global_step == 12
+    assert resumed.steps_run == 4  # only the missing steps were trained
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+    full_state = full_trainer.optimizers[0].state_dict()["state"]
+    resumed_state = resumed_trainer.optimizers[0].state_dict()["state"]
+    for key in full_state:
+        torch.testing.assert_close(full_state[key]["exp_avg_sq"], resumed_state[key]["exp_avg_sq"])
+
+
+def test_ema_weights_differ_from_raw_and_lag(tmp_path):
+    model, _ = fit(tmp_path / "ema", max_steps=12, ema=0.9)
+    raw, _ = fit(tmp_path / "raw", max_steps=12)
+    # after training the EMA callback copies the averaged weights into the model
+    assert not torch.allclose(model.net.weight, raw.net.weight)
+
+
+def test_unknown_training_key_is_an_error():
+    with pytest.raises(ValueError, match="max_epoch"):
+        common.train_settings({"max_epoch": 3})
+
+
+def test_weights_roundtrip_and_missing_file_names_key(tmp_path):
+    common.save_weights_atomic(Toy().state_dict(), tmp_path / "w.pt")
+    state = common.load_weights(tmp_path / "w.pt", "toy", "x.y")
+    assert set(state) == {"net.weight", "net.bias"}
+    with pytest.raises(FileNotFoundError, match="ldae.ldm_checkpoint"):
+        common.load_weights(tmp_path / "missing.pt", "LDM", "ldae.ldm_checkpoint")
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_latent_store_roundtrip_scaled(tmp_path):
+    latents = np.random.default_rng(0).normal(size=(5, 3, 2, 2, 2)).astype(np.float32)
+    index = pd.DataFrame({"participant_id": list("abcde"), "session_id": ["ses-M000"] * 5,
+                          "split": ["train", "train", "val", "test", "train"]})
+    store = LatentStore(tmp_path / "latents")
+    store.write(latents, index, 2.0, {"encoder": "test"})
+    store.write(latents, index, 2.0, {"encoder": "test"})  # rewrite replaces, leaves no temp folder
+    assert [p.name for p in tmp_path.iterdir()] == ["latents"]
+    dataset = LatentDataset(store, "train")
+    assert len(dataset) == 3
+    torch.testing.assert_close(dataset[2]["latent"], torch.from_numpy(latents[4]) * 2.0)
+    with pytest.raises(Exception, match="split"):
+        LatentDataset(store, "probe")
