@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -139,9 +140,8 @@ class GradientEstimator(nn.Module):
         if not return_eps:
             return g
         with torch.no_grad():
-            mid = h if self.share_middle_block else None
-            eps = unet_decode(None if mid is not None else self.ldm.middle_block, self.ldm.up_blocks,
-                              self.ldm.out, h, skips, emb)
+            mid = None if self.share_middle_block else self.ldm.middle_block  # shared: h has been through it
+            eps = unet_decode(mid, self.ldm.up_blocks, self.ldm.out, h, skips, emb)
         return g, eps
 
 
@@ -219,7 +219,7 @@ def load_frozen_unet(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         sd = extract_state_dict(obj, state_key)
-    except (KeyError, ValueError, RuntimeError, EOFError, OSError) as e:  # includes unpickling errors
+    except (KeyError, ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise ValueError(f"cannot read a U-Net state dict from {path!r} (config key {_CKPT_KEY}): {e}") from e
     load_unet_state_dict(unet, sd, repr(path), _CKPT_KEY)
     unet.requires_grad_(False)

@@ -14,8 +14,11 @@ residual blocks, so we pass ``torch.cat([t_emb, y_emb], 1)`` and :class:`AdaGNRe
 Config keys (section ``ldm``; defaults = the paper, Table 3 + authors' code):
     latent_channels: 3, channels: [256, 512, 768], num_res_blocks: 2, attention_levels: [false, true, true],
     num_heads: 1 (num_head_channels = channels // num_heads), norm_num_groups: 32, norm_eps: 1.0e-6,
-    dropout: 0.1, time_conditioning: "scale_shift" (AdaGN) | "additive" (plain MONAI), resblock_updown: false,
+    dropout: 0.1, time_conditioning: "scale_shift" (AdaGN) | "additive" (plain MONAI), resblock_updown: true,
     use_flash_attention: false, spatial_dims: 3.
+
+``resblock_updown: true`` + ``scale_shift`` gives 486.9M parameters for the paper configuration, the paper's
+"LDDIM @486M" (guided-diffusion style U-Net of the authors' code); the plain MONAI variants give 441-475M.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ LDM_DEFAULTS: dict[str, Any] = {
     "norm_eps": 1e-6,
     "dropout": 0.1,
     "time_conditioning": "scale_shift",
-    "resblock_updown": False,
+    "resblock_updown": True,
     "use_flash_attention": False,
 }
 
@@ -231,12 +234,18 @@ def unet_time_embedding(unet: DiffusionModelUNet, timesteps: torch.Tensor, dtype
 
 
 def unet_encode(
-    unet: DiffusionModelUNet, x: torch.Tensor, timesteps: torch.Tensor
+    unet: DiffusionModelUNet, x: torch.Tensor, timesteps: torch.Tensor, cond_emb: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Time embedding, input conv and down path. Returns ``(h, skips, emb)``; ``skips`` feed :func:`unet_decode`."""
+    """Time embedding, input conv and down path. Returns ``(h, skips, emb)``; ``skips`` feed :func:`unet_decode`.
+
+    ``cond_emb`` (B, C) is appended to the time embedding (``emb = [t_emb, cond_emb]``) for AdaGN blocks built with
+    ``cond_channels=C``; blocks without conditioning read only the time part.
+    """
     emb = unet_time_embedding(unet, timesteps, x.dtype)
     if emb.shape[0] == 1 and x.shape[0] > 1:
         emb = emb.expand(x.shape[0], -1)
+    if cond_emb is not None:
+        emb = torch.cat([emb, cond_emb.to(emb.dtype)], dim=1)
     h = unet.conv_in(x)
     skips: list[torch.Tensor] = [h]
     for block in unet.down_blocks:
