@@ -1,0 +1,1 @@
+# Embeddings, probes, reconstruction, interpolation, manipulation, timing, baselines, report.

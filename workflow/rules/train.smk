@@ -1,0 +1,1 @@
+# AutoencoderKL -> latents -> latent DDPM -> LDAE (training stages).
