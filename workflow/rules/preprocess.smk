@@ -1,1 +1,132 @@
-# N4 -> registration -> skull strip per session (filled in by the preprocessing work).
+# N4 -> skull strip -> registration to MNI152 per session (order from config preprocess.steps), as the BIDS
+# derivatives dataset derivatives/ldae-preproc with a QC record per session and the cohort QC table qc.tsv.
+# Every file name comes from ldae.preprocess.naming (here with wildcard placeholders). Downstream rules read
+# only qc.tsv (+ tables/splits.tsv) to find images.
+import ldae.preprocess.naming as _pp_naming
+import ldae.preprocess.pipeline as _pp_pipeline
+import ldae.preprocess.rules as _pp_rules
+import ldae.preprocess.templates as _pp_templates
+
+PREPROC = out(_pp_naming.DERIVATIVES_SUBDIR)
+PREPROC_QC = _pp_naming.qc_table(PREPROC)
+PREPROC_MONTAGE = _pp_naming.qc_montage(PREPROC)
+PREPROC_DESCRIPTION = _pp_naming.description_file(PREPROC)
+_PP = _pp_pipeline.resolve_config(config["preprocess"])  # schema defaults + checks (steps, method order)
+_PP_SPACE = _pp_templates.space_label(_PP["registration"])
+_PP_REG = _PP["registration"]["type"]
+_PP_SESSION = _pp_naming.preproc_paths(PREPROC, "{subject}", "{session}", _PP_SPACE, _PP_REG)
+# The section as JSON without threads/group_size: a changed step parameter reruns every session, a changed
+# thread count or bundle size reruns nothing.
+_PP_PARAMS = _pp_pipeline.rule_params(_PP)
+_PP_BUNDLE = out("work", "preprocess", "bundle-{bundle}.txt")
+
+
+rule preprocess:
+    """One session: N4, skull strip, registration; always writes its QC record (pass or excluded)."""
+    input:
+        t1w=lambda wc: os.path.join(
+            BIDS, _pp_rules.source_t1w(checkpoints.sessions.get().output.sessions, wc.subject, wc.session)
+        ),
+    output:
+        qc=_PP_SESSION.qc_json,
+    params:
+        config=_PP_PARAMS,
+        derivatives=lambda wc, output: _pp_naming.root_of_qc_json(output.qc),
+        source=lambda wc: _pp_rules.source_t1w(checkpoints.sessions.get().output.sessions, wc.subject, wc.session),
+    wildcard_constraints:
+        subject="[A-Za-z0-9]+",
+        session="[A-Za-z0-9]+",
+    group:
+        "preprocess"
+    threads: int(_PP["threads"])
+    resources:
+        **rule_resources("preprocess"),
+    log:
+        log_file("preprocess", "sub-{subject}_ses-{session}"),
+    benchmark:
+        bench_file("preprocess", "sub-{subject}_ses-{session}")
+    conda:
+        env_file("ants")
+    container:
+        container_for("ants")
+    shell:
+        "python -m ldae.cli preprocess --t1w {input.t1w} --participant-id sub-{wildcards.subject}"
+        " --session-id ses-{wildcards.session} --derivatives {params.derivatives} --source {params.source:q}"
+        " --config-json {params.config:q} --threads {threads} --qc-json {output.qc} > {log} 2>&1"
+
+
+rule preprocess_bundle:
+    """config preprocess.group_size sessions: one cluster job (group 'preprocess') instead of one per session."""
+    input:
+        qc=lambda wc: _pp_rules.bundle_qc_records(session_bundles()[wc.bundle], PREPROC, _PP_SPACE, _PP_REG),
+    output:
+        bundle=_PP_BUNDLE,
+    group:
+        "preprocess"
+    threads: 1
+    resources:
+        **rule_resources("preprocess_bundle"),
+    log:
+        log_file("preprocess_bundle", "{bundle}"),
+    benchmark:
+        bench_file("preprocess_bundle", "{bundle}")
+    conda:
+        env_file("ants")
+    container:
+        container_for("ants")
+    shell:
+        "ls {input.qc} > {output.bundle} 2> {log}"
+
+
+rule preproc_qc:
+    """The cohort QC table: one row per session (status, reason, similarity, brain volume, image path)."""
+    input:
+        bundles=lambda wc: expand(_PP_BUNDLE, bundle=session_bundles()),
+        sessions=SESSIONS,
+    output:
+        qc=report(PREPROC_QC, caption="../report/preproc_qc.rst", category="Preprocessing"),
+        montage=report(PREPROC_MONTAGE, caption="../report/preproc_montage.rst", category="Preprocessing"),
+    params:
+        config=_PP_PARAMS,
+        derivatives=lambda wc, output: os.path.dirname(output.qc),
+    threads: 1
+    resources:
+        **rule_resources("preproc_qc"),
+    log:
+        log_file("preproc_qc"),
+    benchmark:
+        bench_file("preproc_qc")
+    conda:
+        env_file("ants")
+    container:
+        container_for("ants")
+    shell:
+        "python -m ldae.cli preproc-qc --sessions {input.sessions} --derivatives {params.derivatives}"
+        " --out {output.qc} --montage {output.montage} --config-json {params.config:q} 2> {log}"
+
+
+rule preproc_description:
+    """dataset_description.json of the derivatives (GeneratedBy with versions and container, SourceDatasets)."""
+    output:
+        description=PREPROC_DESCRIPTION,
+    params:
+        config=_PP_PARAMS,
+        source=BIDS,
+        container=f"--container {container_for('ants')}" if container_for("ants") else "",
+    threads: 1
+    resources:
+        **rule_resources("preproc_description"),
+    log:
+        log_file("preproc_description"),
+    benchmark:
+        bench_file("preproc_description")
+    conda:
+        env_file("ants")
+    container:
+        container_for("ants")
+    shell:
+        "python -m ldae.cli preproc-description --out {output.description} --source {params.source}"
+        " {params.container} --config-json {params.config:q} > {log} 2>&1"
+
+
+TARGETS.extend([PREPROC_QC, PREPROC_DESCRIPTION])
