@@ -100,3 +100,22 @@ def test_latent_store_roundtrip_scaled(tmp_path):
     torch.testing.assert_close(dataset[2]["latent"], torch.from_numpy(latents[4]) * 2.0)
     with pytest.raises(Exception, match="split"):
         LatentDataset(store, "probe")
+
+
+@pytest.mark.parametrize(
+    "env, processes, expected",
+    [
+        ({}, 2, None),  # not in SLURM: Lightning's own detection (none)
+        ({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train_ldm"}, 1, "SLURMEnvironment"),
+        ({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train_ldm"}, 2, "LightningEnvironment"),
+        ({"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train_ldm"}, 2, "SLURMEnvironment"),
+    ],
+)
+def test_cluster_plugins_fit_the_slurm_job(monkeypatch, env, processes, expected):
+    """The slurm profile submits one task with N GPUs: DDP then needs Lightning's own launcher."""
+    for key in ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    plugins = common.cluster_plugins(processes)
+    assert [type(p).__name__ for p in plugins] == ([expected] if expected else [])

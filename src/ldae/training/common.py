@@ -111,9 +111,21 @@ def load_weights(path: str | os.PathLike, what: str, config_key: str) -> dict[st
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _keep_earlier_csv(run_dir: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv: a resumed run first moves it to metrics-<k>.csv
+    (publish_metrics joins the parts). Only the rank-0 process (DDP workers start later with the same argv)."""
+    if os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
+        return
+    current = Path(run_dir) / "logs" / "metrics.csv"
+    if current.is_file() and current.stat().st_size > 0:
+        k = len(list(current.parent.glob("metrics-*.csv")))
+        os.replace(current, current.parent / f"metrics-{k:03d}.csv")
+
+
 def loggers(run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    _keep_earlier_csv(run_dir)
     active = [CSVLogger(save_dir=str(run_dir), name="", version="logs")]
     try:
         import tensorboard  # noqa: F401
@@ -124,6 +136,43 @@ def loggers(run_dir: Path) -> list:
     return active
 
 
+def ema_callback(decay: float):
+    """Lightning weight averaging with the EMA update ``decay * ema + (1 - decay) * w`` (as EMAWeightAveraging,
+    every optimizer step), except that a tensor equal to its average is left bit-identical: frozen parts (the
+    stage-2 LDM inside stage 3) and constant buffers never drift by float round-off."""
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    @torch.no_grad()
+    def ema_update(ema_param, current_param, num_averaged):
+        if torch.equal(ema_param, current_param):
+            return ema_param
+        return decay * ema_param + (1 - decay) * current_param
+
+    return WeightAveraging(avg_fn=ema_update)
+
+
+def cluster_plugins(processes: int) -> list:
+    """Lightning's cluster environment for this job.
+
+    In a SLURM job with as many tasks as processes (srun started them): SLURMEnvironment, which also requeues
+    the job on SIGUSR1. A multi-GPU stage in a ONE-task SLURM job (what the slurm profile submits: one task,
+    N GPUs) needs Lightning to start the other ranks itself; SLURMEnvironment would refuse (`devices=2` vs
+    `--ntasks-per-node=1`), so LightningEnvironment (subprocess launcher) is used and a time limit or
+    preemption is handled by the profile's retries/requeue resuming from last.ckpt."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return []
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_NTASKS") or "1"
+    try:
+        tasks = int(str(tasks).split("(")[0])
+    except ValueError:
+        tasks = 1
+    if processes > 1 and tasks < processes:
+        return [LightningEnvironment()]
+    return [SLURMEnvironment(auto_requeue=True)]
+
+
 def build_trainer(
     settings: dict[str, Any],
     run_dir: Path,
@@ -132,11 +181,14 @@ def build_trainer(
     ema_decay: float | None = None,
     callbacks: Iterable = (),
     enable_progress_bar: bool = True,
+    find_unused_parameters: bool = False,
 ):
-    """A Lightning Trainer with last/best checkpoints, optional EMA, SLURM requeue, DDP for >1 GPU."""
+    """A Lightning Trainer with last/best checkpoints, optional EMA, SLURM requeue, DDP for >1 GPU.
+
+    ``find_unused_parameters``: DDP for modules whose backward passes touch only some parameters (stage 1's
+    manual generator/discriminator optimisation)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     accelerator, devices = accelerator_and_devices(settings["devices"])
     every = ModelCheckpoint(
@@ -150,16 +202,16 @@ def build_trainer(
                             save_top_k=1, save_last=False, enable_version_counter=False)
         )
     if ema_decay:
-        all_callbacks.append(EMAWeightAveraging(decay=ema_decay))
-    plugins = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else []
+        all_callbacks.append(ema_callback(ema_decay))
     multi = accelerator == "gpu" and devices > 1
+    plugins = cluster_plugins(devices if multi else 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         return pl.Trainer(
             default_root_dir=str(run_dir),
             accelerator=accelerator,
             devices=devices,
-            strategy="ddp" if multi else "auto",
+            strategy=("ddp_find_unused_parameters_true" if find_unused_parameters else "ddp") if multi else "auto",
             precision=resolve_precision(settings["precision"]),
             max_epochs=settings["max_epochs"],
             max_steps=settings["max_steps"],
@@ -177,13 +229,19 @@ def build_trainer(
 
 
 def publish_metrics(run_dir: Path, target: Path) -> None:
-    """Copy the CSV log to the stage's declared metrics file (atomic)."""
-    source = run_dir / "logs" / "metrics.csv"
+    """Copy the CSV log (all parts of a resumed run, in order) to the stage's declared metrics file (atomic)."""
+    logs = Path(run_dir) / "logs"
+    parts = [*sorted(logs.glob("metrics-*.csv")), logs / "metrics.csv"]
+    parts = [part for part in parts if part.is_file() and part.stat().st_size > 0]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
-    if source.is_file():
-        shutil.copyfile(source, tmp)
+    if len(parts) == 1:
+        shutil.copyfile(parts[0], tmp)
+    elif parts:
+        import pandas as pd
+
+        pd.concat([pd.read_csv(part) for part in parts], ignore_index=True).to_csv(tmp, index=False)
     else:
         Path(tmp).write_text("")
     os.replace(tmp, target)

@@ -1,0 +1,270 @@
+"""Stage 1 (`ldae train-autoencoder`): MONAI AutoencoderKL + PatchDiscriminator (paper Table 2).
+
+Loss of the generator (autoencoder): ``l1 * |x_rec - x| + kl * KL + perceptual * LPIPS(x_rec, x)
++ adversarial * LSGAN_G(D(x_rec))``; the discriminator minimises ``adversarial * LSGAN_D`` on real/fake patches.
+Both are optimised manually in one training step (two Adam optimisers, generator lr 5e-5, discriminator lr 1e-4),
+with gradient accumulation (effective batch 8 = 1 x 8) and optional gradient clipping done here, because Lightning
+leaves accumulation and clipping to the module under manual optimisation. Note: under manual optimisation
+Lightning counts every optimiser step, so ``global_step`` grows by 2 per accumulated G+D update
+(``checkpoint_every_n_steps`` and ``max_steps`` count those).
+
+The perceptual network (LPIPS SqueezeNet, fake-3-D ratio 0.5) needs pretrained weights that are never downloaded:
+``perceptual_weights`` names a local file; without it the perceptual term is disabled, the warning is logged, kept
+in ``summary.json``/``config.yaml`` and the metric ``perceptual_enabled`` is 0 in ``metrics.csv``. The autoencoder
+may start from a local checkpoint (``init_weights``: the UK Biobank brain LDM autoencoder of the MONAI model zoo,
+old MONAI-Generative key layout accepted); absent -> random init with a warning. Model selection: best validation
+SSIM of the posterior-mean reconstruction (MONAI SSIM, 3-D, data range 1, Gaussian kernel 3, sigma 1.5).
+
+Outputs (``--out-dir``): weights.pt (AutoencoderKL state dict of the best checkpoint), config.yaml (resolved
+config), metrics.csv, summary.json, best.ckpt/last.ckpt (links into the run folder).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from ldae.training import common, stage
+
+STAGE = "autoencoder"
+PAPER_PARAMETERS = "~14M (paper, Table 2)"
+
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "channels": [64, 128, 128, 128],
+    "num_res_blocks": 2,
+    "attention_levels": [False, False, False, False],
+    "latent_channels": 3,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
+    "use_checkpoint": False,
+    "disc_channels": 64,
+    "disc_num_layers": 3,
+    "disc_norm": "BATCH",
+}
+
+DEFAULTS: dict[str, Any] = {
+    "network": NETWORK_DEFAULTS,
+    "init_weights": "",
+    "perceptual_weights": "",
+    "perceptual_fake_3d_ratio": 0.5,
+    "loss": {"l1": 1.0, "kl": 1e-7, "perceptual": 0.001, "adversarial": 0.025},
+    "lr": 5e-5,
+    "disc_lr": 1e-4,
+    "ema_decay": 0.0,
+    "cache": "disk",
+    "train": {
+        "max_epochs": 20, "max_steps": -1, "batch_size": 1, "accumulate_grad_batches": 8,
+        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
+        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0,
+    },
+}
+
+
+def network_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat dict ``ldae.models.autoencoder`` builders read, from a resolved stage config."""
+    return {**cfg["network"], "perceptual_fake_3d_ratio": cfg["perceptual_fake_3d_ratio"],
+            "perceptual_network": "squeeze"}
+
+
+def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma) || N(0, 1)) summed over latent voxels, averaged over the batch (MONAI generative tutorials)."""
+    z_mu, z_sigma = z_mu.float(), z_sigma.float()
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
+    """AutoencoderKL (``self.autoencoder``) + PatchDiscriminator (``self.discriminator``), manual GAN optimisation.
+
+    ``perceptual`` (a frozen MONAI PerceptualLoss or None) is kept outside the module's state dict, so checkpoints
+    do not depend on whether the LPIPS weights were available.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], perceptual: torch.nn.Module | None = None,
+                 autoencoder: torch.nn.Module | None = None):
+        super().__init__()
+        from monai.losses import PatchAdversarialLoss
+
+        from ldae.models import build_autoencoder, build_discriminator
+
+        self.automatic_optimization = False
+        self.cfg = dict(cfg)
+        net = network_config(cfg)
+        self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(net)
+        self.discriminator = build_discriminator(net)
+        self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
+        object.__setattr__(self, "_perceptual", perceptual)  # unregistered: not in checkpoints
+        self.w = dict(cfg["loss"])
+        self.accumulate = int(cfg["train"]["accumulate_grad_batches"])
+        self.clip = cfg["train"]["gradient_clip_val"]
+        self.seed = int(cfg["train"]["seed"])
+
+    @property
+    def perceptual(self) -> torch.nn.Module | None:
+        return self._perceptual
+
+    def on_fit_start(self) -> None:
+        if self._perceptual is not None:
+            self._perceptual.to(self.device)
+        stage.cpu_channels_last_(self)
+
+    def configure_optimizers(self):
+        opt_g = torch.optim.Adam(self.autoencoder.parameters(), lr=float(self.cfg["lr"]))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(self.cfg["disc_lr"]))
+        return [opt_g, opt_d]
+
+    # ---------------------------------------------------------------------------------------------- losses
+    def generator_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        z_mu, z_sigma = self.autoencoder.encode(x)
+        z = z_mu + z_sigma * torch.randn_like(z_sigma)  # reparameterisation (seeded per step)
+        recon = self.autoencoder.decode(z)
+        parts = {"l1": F.l1_loss(recon.float(), x.float()), "kl": kl_divergence(z_mu, z_sigma)}
+        if self.perceptual is not None and self.w["perceptual"] > 0:
+            parts["perceptual"] = self.perceptual(recon.float(), x.float())
+        if self.w["adversarial"] > 0:
+            logits = self.discriminator(recon.contiguous().float())[-1]
+            parts["adversarial"] = self.adv_loss(logits, target_is_real=True, for_discriminator=False)
+        total = sum(self.w[name] * value for name, value in parts.items())
+        return total, parts, recon
+
+    def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        fake = self.discriminator(recon.detach().contiguous().float())[-1]
+        real = self.discriminator(x.contiguous().float())[-1]
+        loss = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
+                      + self.adv_loss(real, target_is_real=True, for_discriminator=True))
+        return self.w["adversarial"] * loss
+
+    def _step(self, optimizer, stepping: bool) -> None:
+        if not stepping:
+            return
+        if self.clip:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.clip), gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        x = stage.cpu_fast(batch["image"])
+        stepping = (batch_idx + 1) % self.accumulate == 0 or bool(self.trainer.is_last_batch)
+
+        self.toggle_optimizer(opt_g)
+        loss_g, parts, recon = self.generator_losses(x)
+        self.manual_backward(loss_g / self.accumulate)
+        self._step(opt_g, stepping)
+        self.untoggle_optimizer(opt_g)
+
+        logs = {f"train/{k}": v.detach() for k, v in parts.items()}
+        logs["train/loss_g"] = loss_g.detach()
+        if self.w["adversarial"] > 0:
+            self.toggle_optimizer(opt_d)
+            loss_d = self.discriminator_loss(x, recon)
+            self.manual_backward(loss_d / self.accumulate)
+            self._step(opt_d, stepping)
+            self.untoggle_optimizer(opt_d)
+            logs["train/loss_d"] = loss_d.detach()
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log("perceptual_enabled", float(self.perceptual is not None), on_step=False, on_epoch=True,
+                 batch_size=x.shape[0])
+        self.log("train/l1_step", parts["l1"].detach(), prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=x.shape[0], logger=False)
+        return loss_g.detach()
+
+    # ------------------------------------------------------------------------------------------ validation
+    def validation_step(self, batch, batch_idx):
+        from ldae.models import encode_mean
+
+        x = stage.cpu_fast(batch["image"])
+        recon = self.autoencoder.decode(encode_mean(self.autoencoder, x)).float()
+        n = x.shape[0]
+        self.log("val/ssim", stage.ssim_3d(recon, x).mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/l1", F.l1_loss(recon, x.float()), batch_size=n, sync_dist=True)
+        self.log("val/mse", F.mse_loss(recon.clamp(0, 1), x.float()), batch_size=n, sync_dist=True)
+
+
+def build_module(cfg: Mapping[str, Any]) -> tuple[AutoencoderModule, list[str], dict[str, Any]]:
+    """The stage-1 module from a resolved config; returns it, the warnings raised (absent weights) and a status."""
+    from ldae.models import build_autoencoder, build_perceptual_loss, load_pretrained_autoencoder
+
+    net = network_config(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        perceptual = None
+        if cfg["loss"]["perceptual"] > 0:
+            perceptual = build_perceptual_loss(net, cfg["perceptual_weights"] or None)
+        autoencoder = load_pretrained_autoencoder(build_autoencoder(net), cfg["init_weights"] or None)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)
+                and ("not found" in str(w.message))]
+    for message in messages:
+        stage.log.warning(message)
+    status = {
+        "perceptual_enabled": perceptual is not None,
+        "init_weights_loaded": bool(cfg["init_weights"]) and Path(cfg["init_weights"]).is_file(),
+    }
+    return AutoencoderModule(cfg, perceptual, autoencoder), messages, status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage.stage_parser("train-autoencoder", "stage 1: AutoencoderKL + patch GAN on preprocessed images")
+    args = parser.parse_args(argv)
+    stage.setup_process(args.threads)
+    from ldae.models import count_parameters
+
+    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    images = stage.parse_config_arg(args.images)
+    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
+    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+
+    table = stage.image_table(args)
+    train_paths = table.image[table.split == "train"].tolist()
+    val_paths = table.image[table.split == "val"].tolist()
+    if not train_paths:
+        raise SystemExit("train-autoencoder: no training session passed QC")
+    weights_files = [p for p in (cfg["init_weights"], cfg["perceptual_weights"]) if p and Path(p).is_file()]
+    stamp = stage.fingerprint({"autoencoder": cfg, "images": images},
+                              [args.qc, args.sessions, args.splits, *table.image, *weights_files])
+    resumed = stage.prepare_run_dir(run_dir, stamp)
+    pl.seed_everything(settings["seed"], workers=True)
+    module, messages, status = build_module(cfg)
+    resolved = {"stage": STAGE, "config": cfg, "images": images, "warnings": messages, **status}
+    common.save_resolved_config(resolved, run_dir)
+
+    cache_dir = run_dir / "cache"
+    train_ds = stage.ImageDataset(train_paths, images, cfg["cache"], cache_dir)
+    val_ds = stage.ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
+    trainer = common.build_trainer(
+        {**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
+        run_dir, monitor="val/ssim" if val_ds else None, mode="max", ema_decay=cfg["ema_decay"] or None,
+        callbacks=[stage.SaveLastAtEnd(run_dir)], find_unused_parameters=True,
+    )
+    started = time.time()
+    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
+                stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
+                ckpt_path=common.resume_checkpoint(run_dir))
+    if not trainer.is_global_zero:
+        return 0
+    best = run_dir / "checkpoints" / "best.ckpt"
+    source = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    weights = stage.checkpoint_state(source, "autoencoder.")
+    best_score = None
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "monitor", None) == "val/ssim" and cb.best_model_score is not None:
+            best_score = float(cb.best_model_score)
+    summary = {
+        "stage": STAGE, "selected_checkpoint": source.name, "best_val_ssim": best_score,
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
+        "parameters": {"autoencoder": count_parameters(module.autoencoder),
+                       "discriminator": count_parameters(module.discriminator),
+                       "paper_autoencoder": PAPER_PARAMETERS},
+        "n_train": len(train_paths), "n_val": len(val_paths), "warnings": messages, **status,
+        "seconds_this_run": round(time.time() - started, 1),
+    }
+    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
+    return 0

@@ -1,0 +1,143 @@
+"""Stage 2 (`ldae train-ldm`): the unconditional latent DDPM (paper Table 3) on the cached, scaled latents.
+
+3-D MONAI DiffusionModelUNet with AdaGN residual blocks (channels 256/512/768, 2 residual blocks per level,
+attention at the two deeper levels + middle, dropout 0.1; see :func:`ldae.models.build_ldm_unet`), T = 1000 linear
+betas 1e-4 .. 0.02, epsilon prediction with the plain MSE, Adam lr 2.5e-5, EMA 0.999. No model selection: the
+FINAL EMA weights are kept (``weights.pt``). Validation logs the epsilon MSE at fixed (seeded) timesteps and noise.
+The latent channel count comes from the latent store (not from the config), so the U-Net always fits the latents.
+
+Outputs (``--out-dir``): weights.pt (U-Net state dict, EMA), config.yaml (resolved config + latent shape and scale
+factor), metrics.csv, summary.json (parameter count beside the paper's 486M), last.ckpt (link).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import torch
+
+from ldae.training import common, stage
+
+STAGE = "ldm"
+PAPER_PARAMETERS = "486M (paper: 'LDDIM @486M')"
+
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "channels": [256, 512, 768],
+    "num_res_blocks": 2,
+    "attention_levels": [False, True, True],
+    "num_heads": 1,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
+    "dropout": 0.1,
+    "time_conditioning": "scale_shift",
+    "resblock_updown": True,
+    "use_flash_attention": False,
+}
+DIFFUSION_DEFAULTS: dict[str, Any] = {
+    "num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02,
+}
+DEFAULTS: dict[str, Any] = {
+    "network": NETWORK_DEFAULTS,
+    "diffusion": DIFFUSION_DEFAULTS,
+    "lr": 2.5e-5,
+    "ema_decay": 0.999,
+    "train": {
+        "max_epochs": 500, "max_steps": -1, "batch_size": 32, "accumulate_grad_batches": 2,
+        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 1000,
+        "val_every_n_epochs": 10, "log_every_n_steps": 50, "seed": 0,
+    },
+}
+
+
+class LDMModule(stage.StepSeeding, pl.LightningModule):
+    """``self.unet`` (eps prediction on scaled latents) trained with the DDPM epsilon MSE."""
+
+    def __init__(self, cfg: Mapping[str, Any], latent_channels: int):
+        super().__init__()
+        from ldae.diffusion import DiffusionSchedule
+        from ldae.models import build_ldm_unet
+
+        self.cfg = dict(cfg)
+        self.unet = build_ldm_unet({**cfg["network"], "latent_channels": int(latent_channels)})
+        self.schedule = DiffusionSchedule.from_config(cfg["diffusion"])
+        self.seed = int(cfg["train"]["seed"])
+
+    def on_fit_start(self) -> None:
+        stage.cpu_channels_last_(self)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(stage.cpu_fast(x_t), timesteps=t)
+
+    def training_step(self, batch, batch_idx):
+        from ldae.diffusion import eps_loss
+
+        x0 = batch["latent"]
+        t = self.schedule.sample_timesteps(x0.shape[0], device=x0.device)
+        loss = eps_loss(self.eps, x0, t, torch.randn_like(x0), self.schedule)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        from ldae.diffusion import eps_loss
+
+        x0 = batch["latent"]
+        gens = [stage.fixed_generator(self.seed, int(r)) for r in batch["row"]]
+        t = torch.stack([torch.randint(0, self.schedule.num_train_timesteps, (), generator=g) for g in gens])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
+        loss = eps_loss(self.eps, x0, t.to(x0.device), noise.to(x0), self.schedule)
+        self.log("val/loss", loss, prog_bar=True, batch_size=x0.shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.unet.parameters(), lr=float(self.cfg["lr"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage.stage_parser("train-ldm", "stage 2: unconditional latent DDPM on the cached latents",
+                                images=False)
+    parser.add_argument("--latents", required=True, type=Path, help="latent store folder (rule encode_latents)")
+    args = parser.parse_args(argv)
+    stage.setup_process(args.threads)
+    from ldae.models import count_parameters
+    from ldae.training.data import LatentDataset, LatentStore
+
+    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
+    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    store = LatentStore(Path(args.latents))
+    latents, index, scale = store.read()
+    stamp = stage.fingerprint({"ldm": cfg}, [store.array_path, store.index_path, store.scale_path])
+    resumed = stage.prepare_run_dir(run_dir, stamp)
+
+    pl.seed_everything(settings["seed"], workers=True)
+    module = LDMModule(cfg, latent_channels=latents.shape[1])
+    resolved = {
+        "stage": STAGE,
+        "config": {**cfg, "network": {**cfg["network"], "latent_channels": int(latents.shape[1])}},
+        "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale},
+    }
+    common.save_resolved_config(resolved, run_dir)
+    train_ds = LatentDataset(store, "train")
+    has_val = bool((index.split == "val").any())
+    val_ds = LatentDataset(store, "val") if has_val else None
+    trainer = common.build_trainer(settings, run_dir, ema_decay=cfg["ema_decay"] or None,
+                                   callbacks=[stage.SaveLastAtEnd(run_dir)])
+    started = time.time()
+    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
+                stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
+                ckpt_path=common.resume_checkpoint(run_dir))
+    if not trainer.is_global_zero:
+        return 0
+    weights = stage.checkpoint_state(run_dir / "checkpoints" / "last.ckpt", "unet.")  # EMA weights when EMA is on
+    n_params = count_parameters(module.unet)
+    summary = {
+        "stage": STAGE, "selected_checkpoint": "last.ckpt (final EMA weights)",
+        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
+        "parameters": {"unet": n_params, "unet_millions": round(n_params / 1e6, 1), "paper": PAPER_PARAMETERS},
+        "n_train": len(train_ds), "n_val": len(val_ds) if val_ds else 0, "latent_scale_factor": scale,
+        "seconds_this_run": round(time.time() - started, 1),
+    }
+    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
+    return 0

@@ -1,0 +1,348 @@
+"""What the three training stages (and the latent encoding) share beyond :mod:`ldae.training.common`.
+
+* stage configs: :func:`resolve_config` merges the rule's config section over the stage's defaults (the paper
+  values; the schema documents the same keys) and rejects unknown keys;
+* the command line every stage verb accepts (:func:`stage_parser`);
+* the run folder's input fingerprint (:func:`prepare_run_dir`): a restarted rule resumes only when its inputs are
+  the files the saved state was built from, otherwise it starts afresh;
+* image datasets over the preprocessing QC table with MONAI caching (:class:`ImageDataset`);
+* SSIM as the paper's code computes it (:func:`ssim_3d`);
+* per-step reseeding (:class:`StepSeeding`), so a resumed run draws the same noise, timesteps, dropout masks and
+  data order as an uninterrupted one;
+* publishing a finished run into the rule's declared output folder (:func:`publish`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import yaml
+
+from ldae.training import common
+
+log = logging.getLogger("ldae.training")
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def resolve_config(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """``given`` merged over ``defaults`` (recursively for dict-valued defaults); unknown keys are errors."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in (given or {}).items():
+        if key not in defaults:
+            raise ValueError(f"unknown config key {where}.{key}; known: {sorted(defaults)}")
+        if isinstance(defaults[key], dict) and defaults[key] and value is not None:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config key {where}.{key} must be a mapping, got {value!r}")
+            out[key] = resolve_config(defaults[key], value, f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_config_arg(text: str | None) -> dict[str, Any]:
+    """``--config``: JSON/YAML text (what the rules pass) or the path of a YAML file."""
+    if text is None or text == "":
+        return {}
+    path = Path(text)
+    if len(text) < 4096 and "\n" not in text and not text.lstrip().startswith("{") and path.is_file():
+        text = path.read_text()
+    try:  # JSON first: YAML 1.1 reads JSON's 1e-07 as a string
+        value = json.loads(text)
+    except ValueError:
+        value = yaml.safe_load(text)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"--config must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def read_stage_config(path_or_config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved stage config: given as a mapping, or read from a ``config.yaml`` written next to weights."""
+    if isinstance(path_or_config, Mapping):
+        return dict(path_or_config)
+    path = Path(path_or_config)
+    if not path.is_file():
+        raise FileNotFoundError(f"stage config not found: {path} (written by the rule that trained the weights)")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+# ------------------------------------------------------------------------------------------- command line
+def stage_parser(verb: str, description: str, images: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"ldae {verb}", description=description)
+    parser.add_argument("--config", default="", help="the stage's config section: JSON/YAML text or a YAML file")
+    parser.add_argument("--out-dir", required=True, type=Path, help="the rule's declared output folder")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="resumable run folder (Lightning checkpoints, logs); default <out-dir>/run")
+    parser.add_argument("--devices", default="auto", help="GPUs for this job (the rule's gpus resource)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    if images:
+        parser.add_argument("--images", default="", help="the `images` config section (JSON/YAML)")
+        parser.add_argument("--qc", required=True, type=Path, help="preprocessing QC table (qc.tsv)")
+        parser.add_argument("--sessions", required=True, type=Path, help="session table")
+        parser.add_argument("--splits", required=True, type=Path, help="split table")
+        parser.add_argument("--derivatives", type=Path, default=None,
+                            help="root the QC table's `preproc` paths are relative to (default: its folder)")
+    return parser
+
+
+def devices_arg(value: str | int | None):
+    if value in (None, "", "auto"):
+        return "auto"
+    return int(value)
+
+
+def setup_process(threads: int = 0) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if threads and threads > 0:
+        torch.set_num_threads(int(threads))
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def is_rank_zero() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0") and os.environ.get("RANK", "0") in ("", "0")
+
+
+# --------------------------------------------------------------------------------------------- run folder
+def file_stamp(path: str | os.PathLike) -> list:
+    """Identity of an input file for the fingerprint: size and modification time (cheap for 10k images)."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def fingerprint(config: Mapping[str, Any], files: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    stamps = {str(Path(p).resolve()): file_stamp(p) for p in files}
+    digest = hashlib.sha1(json.dumps(stamps, sort_keys=True).encode()).hexdigest()
+    config_digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return {"config": config_digest, "inputs": digest, "n_files": len(stamps)}
+
+
+def prepare_run_dir(run_dir: Path, stamp: Mapping[str, Any]) -> bool:
+    """Make ``run_dir`` safe to resume: its saved state must come from the same config and input files.
+
+    Returns True if earlier state is kept (a restarted rule resumes), False for a fresh start. State built from
+    other inputs (an upstream rule reran, a table changed) is deleted with a warning. Only the rank-0 process acts.
+    """
+    run_dir = Path(run_dir)
+    state_file = run_dir / "inputs.json"
+    if not is_rank_zero():
+        return (run_dir / "checkpoints").is_dir()
+    old = json.loads(state_file.read_text()) if state_file.is_file() else None
+    has_state = any((run_dir / name).exists() for name in ("checkpoints", "logs", "cache"))
+    if has_state and old != dict(stamp):
+        log.warning("run folder %s holds state of other inputs or config: starting afresh", run_dir)
+        for name in ("checkpoints", "logs", "cache", "tensorboard"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for path in run_dir.glob("hpc_ckpt_*.ckpt"):
+            path.unlink()
+        has_state = False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    common.write_atomic_text(state_file, json.dumps(dict(stamp), indent=2))
+    return has_state
+
+
+# ------------------------------------------------------------------------------------------------ images
+def image_table(args):
+    """The image table of the QC-passed sessions (see :func:`ldae.training.data.image_records`)."""
+    from ldae.training.data import image_records
+
+    root = args.derivatives if args.derivatives is not None else Path(args.qc).parent
+    return image_records(args.qc, args.sessions, args.splits, root)
+
+
+def build_image_transform(images_cfg: Mapping[str, Any]):
+    """The shared MONAI inference-time transforms (preprocessing owns them)."""
+    from ldae.data.transforms import build_transforms
+
+    return build_transforms(dict(images_cfg))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Preprocessed volumes through the shared MONAI transforms, with MONAI caching.
+
+    ``cache``: ``"memory"`` (``CacheDataset``), ``"disk"`` (``PersistentDataset`` under ``cache_dir``; the run folder,
+    which is wiped when its inputs change) or ``"none"``. Items: ``{"image": (1, X, Y, Z) float tensor, "index": i}``
+    (plain tensors: no MONAI metadata travels into the training loop).
+    """
+
+    def __init__(self, paths: list[str], images_cfg: Mapping[str, Any], cache: str = "none",
+                 cache_dir: str | os.PathLike | None = None, cache_workers: int = 0, transform=None):
+        from monai.data import CacheDataset, Dataset, PersistentDataset
+
+        transform = transform if transform is not None else build_image_transform(images_cfg)
+        data = [{"image": str(p)} for p in paths]
+        self.paths = list(map(str, paths))
+        if cache == "memory":
+            self.data = CacheDataset(data, transform, cache_rate=1.0, num_workers=cache_workers or None,
+                                     progress=False, copy_cache=False)
+        elif cache == "disk":
+            if cache_dir is None:
+                raise ValueError("cache 'disk' needs a cache_dir")
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.data = PersistentDataset(data, transform, cache_dir=cache_dir)
+        elif cache == "none":
+            self.data = Dataset(data, transform)
+        else:
+            raise ValueError(f"unknown cache mode {cache!r} (memory, disk, none)")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.data[index]["image"]
+        if hasattr(image, "as_tensor"):
+            image = image.as_tensor()
+        image = torch.as_tensor(image, dtype=torch.float32)
+        if image.ndim == 3:
+            image = image[None]
+        return {"image": image, "index": index}
+
+
+class EpochRandomSampler(torch.utils.data.RandomSampler):
+    """A RandomSampler whose order depends only on (seed, epoch): Lightning calls ``set_epoch`` before every epoch,
+    resumed ones included, so a resumed run visits the data in the same order. (Under DDP Lightning replaces it
+    by a DistributedSampler, which is seeded per epoch the same way.)"""
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = int(seed)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(_mix(self.seed, 0, epoch))
+
+
+def loader(dataset, settings: Mapping[str, Any], shuffle: bool, batch_size: int | None = None, drop_last=False):
+    workers = int(settings["num_workers"])
+    sampler = EpochRandomSampler(dataset, settings["seed"]) if shuffle else None
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=int(batch_size or settings["batch_size"]), sampler=sampler, num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def ssim_3d(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample SSIM as the paper's code computes it: MONAI, 3-D, data range 1, Gaussian kernel 3, sigma 1.5,
+    whole volume. Inputs (B, 1, X, Y, Z) in [0, 1] (clamped); returns (B,) float32."""
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    p = prediction.detach().float().clamp(0, 1)
+    t = target.detach().float().clamp(0, 1)
+    ssim_map, _ = compute_ssim_and_cs(p, t, spatial_dims=3, kernel_size=(3, 3, 3), kernel_sigma=(1.5, 1.5, 1.5),
+                                      data_range=1.0, kernel_type="gaussian", k1=0.01, k2=0.03)
+    return ssim_map.flatten(1).mean(1)
+
+
+# ------------------------------------------------------------------------------------------ CPU layout
+def cpu_channels_last_(module: torch.nn.Module) -> torch.nn.Module:
+    """On CPU, 3-D convolutions (backward above all) run 2-3x faster in the channels-last-3d layout: convert the
+    5-D weights of ``module`` in place when it lives on the CPU (no effect on GPUs, where cuDNN picks layouts)."""
+    for param in module.parameters():
+        if param.dim() == 5 and param.device.type == "cpu":
+            param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
+
+
+def cpu_fast(x: torch.Tensor) -> torch.Tensor:
+    """A 5-D CPU batch in the channels-last-3d layout (see :func:`cpu_channels_last_`); other tensors unchanged."""
+    if x.dim() == 5 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+# ------------------------------------------------------------------------------------------------ seeding
+def _mix(*values: int) -> int:
+    digest = hashlib.sha256(",".join(str(int(v)) for v in values).encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+class StepSeeding:
+    """LightningModule mixin: reseed torch before every training batch (noise, timesteps, dropout masks) from
+    (seed, epoch, batch, rank), so a run resumed from ``last.ckpt`` draws exactly what an uninterrupted run draws
+    (the data order: :class:`EpochRandomSampler`). Needs ``self.seed``."""
+
+    seed: int = 0
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        torch.manual_seed(_mix(self.seed, 2, self.current_epoch, batch_idx, self.global_rank))
+
+
+def fixed_generator(seed: int, *keys: int, device=None) -> torch.Generator:
+    """A generator for validation draws that must not change between epochs (e.g. one x_T per session)."""
+    g = torch.Generator(device=device or "cpu")
+    g.manual_seed(_mix(seed, 3, *keys))
+    return g
+
+
+class SaveLastAtEnd:
+    """Callback factory: writes ``checkpoints/last.ckpt`` when training ends, BEFORE the EMA callback copies the
+    averaged weights into the model (so the file holds raw + EMA weights and the exact final loop state)."""
+
+    def __new__(cls, run_dir: Path):
+        import lightning.pytorch as pl
+
+        class _SaveLastAtEnd(pl.Callback):
+            def on_train_end(self, trainer, pl_module):
+                trainer.save_checkpoint(str(Path(run_dir) / "checkpoints" / "last.ckpt"))
+
+        return _SaveLastAtEnd()
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def checkpoint_state(path: str | os.PathLike, prefix: str) -> dict[str, torch.Tensor]:
+    """Tensors under ``prefix`` of a Lightning checkpoint's ``state_dict`` (EMA weights when EMA was on)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not found:
+        raise ValueError(f"no weights under {prefix!r} in {path}")
+    return found
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def publish(out_dir: Path, run_dir: Path, weights: dict[str, torch.Tensor], config: Mapping[str, Any],
+            summary: Mapping[str, Any]) -> None:
+    """The run's final outputs in the rule's output folder: weights.pt, config.yaml, metrics.csv, summary.json,
+    plus best.ckpt/last.ckpt hard-linked from the run folder (no extra disk)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common.save_weights_atomic(weights, out_dir / "weights.pt")
+    common.publish_metrics(run_dir, out_dir / "metrics.csv")
+    for name in ("best.ckpt", "last.ckpt"):
+        source = Path(run_dir) / "checkpoints" / name
+        if source.is_file():
+            _link_or_copy(source, out_dir / name)
+    common.write_atomic_text(out_dir / "summary.json", json.dumps(dict(summary), indent=2, default=str))
+    common.save_resolved_config(dict(config), out_dir)
+
+
+def collect_warnings(caught: list) -> list[str]:
+    return [str(w.message) for w in caught]
+
+
+def count_m(n: int) -> str:
+    return f"{n / 1e6:.1f}M"

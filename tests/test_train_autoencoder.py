@@ -1,0 +1,139 @@
+"""Stage 1 (AutoencoderKL + patch GAN): shapes and parameter counts, losses that decrease, the manual GAN
+optimisation resuming exactly, absent pretrained weights (perceptual term disabled and recorded, never a crash)."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from ldae.models import count_parameters
+from ldae.training import autoencoder as A
+from ldae.training import common, stage
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|manual optimization|many workers|Experiment logs).*")
+
+TINY = {
+    "network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
+                "norm_num_groups": 8, "disc_channels": 8, "disc_num_layers": 2},
+    "cache": "none", "lr": 1e-3, "disc_lr": 1e-3,
+    "train": {"max_epochs": 1, "batch_size": 1, "accumulate_grad_batches": 2, "num_workers": 0,
+              "checkpoint_every_n_steps": 4, "log_every_n_steps": 1},
+}
+
+
+def tiny_cfg(**over):
+    given = {**TINY, **over}
+    return stage.resolve_config(A.DEFAULTS, given, "autoencoder")
+
+
+class Toy(torch.utils.data.Dataset):
+    def __init__(self, n=4, size=16):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(n, 1, size, size, size, generator=g) * 0.5 + 0.25
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "index": i}
+
+
+def test_shapes_and_parameter_counts():
+    module, _, _ = A.build_module(tiny_cfg())
+    x = torch.rand(2, 1, 16, 16, 16)
+    z_mu, z_sigma = module.autoencoder.encode(x)
+    assert z_mu.shape == z_sigma.shape == (2, 3, 8, 8, 8)
+    assert module.autoencoder.decode(z_mu).shape == x.shape
+    assert module.discriminator(x)[-1].shape[:2] == (2, 1)
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ldae.models import build_autoencoder, build_discriminator
+
+        paper = stage.resolve_config(A.DEFAULTS, {}, "autoencoder")
+        n_ae = count_parameters(build_autoencoder(A.network_config(paper)))
+        n_d = count_parameters(build_discriminator(A.network_config(paper)))
+    assert 13.0e6 < n_ae < 15.0e6, n_ae  # paper: ~14M
+    assert 10e6 < n_d < 12e6, n_d
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(ValueError, match="autoencoder.loss.l2"):
+        stage.resolve_config(A.DEFAULTS, {"loss": {"l2": 1.0}}, "autoencoder")
+
+
+def test_generator_and_discriminator_losses_decrease():
+    pl.seed_everything(0)
+    module, _, _ = A.build_module(tiny_cfg(loss={"adversarial": 0.1}))
+    opt_g, opt_d = module.configure_optimizers()
+    x = Toy(2).x
+    first = last = None
+    d_losses = []
+    for _ in range(25):
+        loss_g, parts, recon = module.generator_losses(x)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        loss_d = module.discriminator_loss(x, recon)
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        d_losses.append(float(loss_d))
+        first = first or float(parts["l1"])
+        last = float(parts["l1"])
+    assert last < 0.7 * first, (first, last)
+    assert min(d_losses[-5:]) < d_losses[0]
+
+
+def fit(run_dir, epochs, cfg):
+    pl.seed_everything(0)
+    module, _, _ = A.build_module(cfg)
+    settings = common.train_settings({**cfg["train"], "max_epochs": epochs})
+    trainer = common.build_trainer({**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None}, run_dir,
+                                   callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False,
+                                   find_unused_parameters=True)
+    trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), ckpt_path=common.resume_checkpoint(run_dir))
+    return module, trainer
+
+
+def test_manual_gan_optimisation_resumes_exactly(tmp_path):
+    """4 images, batch 1, accumulation 2: 2 G + 2 D optimiser steps an epoch (global_step +4). An uninterrupted
+    3-epoch run equals a 2-epoch run resumed to 3 epochs: weights of both networks and both Adam states."""
+    cfg = tiny_cfg(train={**TINY["train"], "gradient_clip_val": 1.0})
+    full, full_trainer = fit(tmp_path / "full", 3, cfg)
+    fit(tmp_path / "part", 2, cfg)
+    ckpt = torch.load(tmp_path / "part/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 8 and len(ckpt["optimizer_states"]) == 2
+    resumed, resumed_trainer = fit(tmp_path / "part", 3, cfg)
+    assert resumed_trainer.global_step == full_trainer.global_step == 12
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    for opt_full, opt_resumed in zip(full_trainer.optimizers, resumed_trainer.optimizers):
+        sa, sb = opt_full.state_dict()["state"], opt_resumed.state_dict()["state"]
+        assert sa.keys() == sb.keys() and sa
+        for key in sa:
+            torch.testing.assert_close(sa[key]["exp_avg_sq"], sb[key]["exp_avg_sq"])
+            assert int(sa[key]["step"]) == int(sb[key]["step"])
+
+
+def test_absent_perceptual_weights_disable_the_term_and_are_recorded():
+    module, messages, status = A.build_module(tiny_cfg(perceptual_weights="/nonexistent/squeeze.pth"))
+    assert module.perceptual is None and status["perceptual_enabled"] is False
+    assert any("perceptual" in m and "DISABLED" in m for m in messages)
+    _, parts, _ = module.generator_losses(Toy(1).x)
+    assert "perceptual" not in parts
+
+
+def test_local_perceptual_weights_enable_the_term(tmp_path):
+    import torchvision
+
+    path = tmp_path / "squeezenet1_1.pth"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)
+    module, messages, status = A.build_module(tiny_cfg(perceptual_weights=str(path)))
+    assert status["perceptual_enabled"] and not any("perceptual" in m for m in messages)
+    assert "perceptual" not in dict(module.state_dict())  # kept out of checkpoints
+    _, parts, _ = module.generator_losses(Toy(1, size=32).x)
+    assert torch.isfinite(parts["perceptual"]) and float(parts["perceptual"]) >= 0

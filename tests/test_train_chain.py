@@ -1,0 +1,145 @@
+"""The four training verbs chained on a tiny synthetic cohort of NIfTI files (the real MONAI transforms and
+tables): train-autoencoder -> encode-latents -> train-ldm -> train-ldae, then the published folders loaded with
+ldae.models.io as evaluation does. Also: disk caching, the scale factor over TRAINING latents only, absent
+pretrained weights recorded, a rerun resuming, and stage 3 refusing a missing stage-2 model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from ldae import cli
+from ldae.models import io
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|manual optimization).*")
+
+IMAGES = {"spacing_mm": 2.0, "shape": [16, 16, 16]}
+TRAIN = {"max_epochs": 1, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
+         "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1}
+AE = {"network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
+                  "norm_num_groups": 8, "disc_channels": 8, "disc_num_layers": 2},
+      "cache": "disk", "lr": 1e-3, "perceptual_weights": "/nonexistent/squeezenet.pth", "train": TRAIN}
+LDM = {"network": {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
+                   "norm_num_groups": 8}, "lr": 1e-3, "ema_decay": 0.9, "train": TRAIN}
+LDAE = {"encoder": {"backbone": "tiny", "tiny_dims": [8, 16], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8},
+        "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 3, "cache": "memory", "train": TRAIN}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """8 subjects x 2 sessions of 16^3 2 mm NIfTI volumes; 5 train, 1 val, 2 test subjects; one session excluded."""
+    root = tmp_path_factory.mktemp("chain")
+    deriv = root / "derivatives" / "ldae-preproc"
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 16)] * 3, indexing="ij"))
+    sessions, qc, splits = [], [], []
+    for s in range(8):
+        pid = f"sub-ADNI{s:03d}"
+        split = "train" if s < 5 else "val" if s == 5 else "test"
+        splits.append({"participant_id": pid, "baseline_diagnosis": "CN", "n_sessions": 2, "split": split,
+                       "probe_split": "probe_train" if s < 4 else "probe_val" if s < 5 else "n/a"})
+        for v, ses in enumerate(("ses-M000", "ses-M012")):
+            radius = 0.6 + 0.1 * rng.random()
+            volume = (np.linalg.norm(grid, axis=0) < radius).astype(np.float32) * (1 + 0.1 * rng.random((16,) * 3))
+            rel = f"{pid}/{ses}/anat/{pid}_{ses}_desc-preproc_T1w.nii.gz"
+            (deriv / rel).parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), deriv / rel)
+            sessions.append({"participant_id": pid, "session_id": ses, "months": 12 * v, "age": 70 + s + v,
+                             "sex": "F", "diagnosis": "CN", "t1w": "x"})
+            excluded = s == 0 and v == 1
+            qc.append({"participant_id": pid, "session_id": ses, "status": "excluded" if excluded else "pass",
+                       "reason": "test" if excluded else "", "preproc": "" if excluded else rel})
+    pd.DataFrame(sessions).to_csv(root / "sessions.tsv", sep="\t", index=False)
+    pd.DataFrame(splits).to_csv(root / "splits.tsv", sep="\t", index=False)
+    pd.DataFrame(qc).to_csv(deriv / "qc.tsv", sep="\t", index=False, na_rep="n/a")
+    return root
+
+
+def data_args(root):
+    return ["--qc", str(root / "derivatives/ldae-preproc/qc.tsv"), "--sessions", str(root / "sessions.tsv"),
+            "--splits", str(root / "splits.tsv"), "--images", json.dumps(IMAGES)]
+
+
+def run(*argv):
+    assert cli.main([str(a) for a in argv]) == 0
+
+
+@pytest.fixture(scope="module")
+def chain(cohort):
+    root, models = cohort, cohort / "models"
+    run("train-autoencoder", *data_args(root), "--config", json.dumps(AE), "--out-dir", models / "autoencoder",
+        "--run-dir", root / "resume/ae", "--devices", 0)
+    run("encode-latents", *data_args(root), "--config", "{}", "--autoencoder-weights",
+        models / "autoencoder/weights.pt", "--autoencoder-config", models / "autoencoder/config.yaml",
+        "--out-dir", models / "latents")
+    run("train-ldm", "--latents", models / "latents", "--config", json.dumps(LDM), "--out-dir", models / "ldm",
+        "--run-dir", root / "resume/ldm")
+    run("train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", models / "latents",
+        "--ldm-weights", models / "ldm/weights.pt", "--ldm-config", models / "ldm/config.yaml",
+        "--autoencoder-weights", models / "autoencoder/weights.pt", "--autoencoder-config",
+        models / "autoencoder/config.yaml", "--out-dir", models / "ldae", "--run-dir", root / "resume/ldae")
+    return root
+
+
+def test_autoencoder_outputs_and_recorded_warning(chain):
+    out = chain / "models/autoencoder"
+    for name in ("weights.pt", "config.yaml", "metrics.csv", "summary.json", "best.ckpt", "last.ckpt"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["perceptual_enabled"] is False and summary["selected_checkpoint"] == "best.ckpt"
+    assert any("perceptual" in w for w in summary["warnings"]) and summary["n_train"] == 9
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert (metrics["perceptual_enabled"].dropna() == 0).all() and metrics["val/ssim"].notna().any()
+    assert any((chain / "resume/ae/cache").iterdir())  # PersistentDataset cache in the run folder
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["stage"] == "autoencoder" and config["images"] == IMAGES
+
+
+def test_latents_cover_every_passed_session_and_scale_uses_training_latents(chain):
+    store = chain / "models/latents"
+    latents = np.load(store / "latents.npy")
+    index = pd.read_csv(store / "index.tsv", sep="\t")
+    assert latents.shape == (15, 3, 8, 8, 8) and len(index) == 15  # 16 sessions, 1 excluded by QC
+    scale = io.load_scale_factor(store)
+    train = latents[(index.split == "train").to_numpy()]
+    assert scale == pytest.approx(1 / train.std(ddof=1), rel=1e-5)
+    meta = json.loads((store / "scale.json").read_text())
+    assert meta["source"] == "posterior mean" and meta["n_train"] == 9
+
+
+def test_models_load_as_evaluation_loads_them(chain):
+    models = chain / "models"
+    pipe = io.load_pipeline(models)
+    image = torch.rand(1, 1, 16, 16, 16)
+    z = pipe.latent(image)
+    y = pipe.semantic(image)
+    assert z.shape == (1, 3, 8, 8, 8) and y.shape == (1, 24)
+    x_T = pipe.stochastic_encode(z, y, steps=4)
+    assert pipe.decode(x_T, y, steps=4).shape == image.shape
+    assert pipe.decode_latent(torch.randn_like(z), None, steps=2).shape == z.shape  # plain LDM
+    summary = json.loads((models / "ldae/summary.json").read_text())
+    assert summary["parameters"]["frozen_ldm"] == json.loads((models / "ldm/summary.json").read_text())[
+        "parameters"]["unet"]
+    weights = torch.load(models / "ldae/weights.pt", weights_only=True)
+    assert not any(k.startswith("estimator.ldm.") for k in weights)
+    assert "val/ssim" in pd.read_csv(models / "ldae/metrics.csv").columns
+
+
+def test_rerun_resumes_and_stage3_refuses_a_missing_stage2(chain):
+    root, models = chain, chain / "models"
+    run("train-ldm", "--latents", models / "latents", "--config", json.dumps(LDM), "--out-dir", root / "ldm_again",
+        "--run-dir", root / "resume/ldm")
+    assert json.loads((root / "ldm_again/summary.json").read_text())["resumed"] is True
+    with pytest.raises(FileNotFoundError, match="stage-2 LDM weights not found"):
+        cli.main(["train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", str(models / "latents"),
+                  "--ldm-weights", str(root / "nowhere/weights.pt"), "--ldm-config", str(models / "ldm/config.yaml"),
+                  "--autoencoder-weights", str(models / "autoencoder/weights.pt"), "--autoencoder-config",
+                  str(models / "autoencoder/config.yaml"), "--out-dir", str(root / "ldae_bad")])

@@ -1,0 +1,73 @@
+"""The training sections of config.yaml, the schema and the code agree: one set of defaults (the paper's), every
+override file resolves, the rules pass only their own sections."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from ldae.training import autoencoder as A
+from ldae.training import latents as LT
+from ldae.training import ldae as D
+from ldae.training import ldm as L
+from ldae.training import stage
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+STAGES = {"autoencoder": A, "latents": LT, "ldm": L, "ldae": D}
+
+
+def paper():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("section", sorted(STAGES))
+def test_config_yaml_schema_defaults_and_code_defaults_agree(section):
+    config = paper()
+    assert config[section] == STAGES[section].DEFAULTS  # config.yaml holds the paper values, as the code
+    bare = copy.deepcopy(config)
+    del bare[section]
+    validate(bare, str(SCHEMA))  # the schema fills the same defaults
+    assert bare[section] == STAGES[section].DEFAULTS
+
+
+@pytest.mark.parametrize("overlay", ["profiles/demo/demo.yaml", "tests/configs/ci.yaml"])
+def test_demo_and_ci_overrides_resolve(overlay):
+    extra = yaml.safe_load((ROOT / overlay).read_text())
+    for section, module in STAGES.items():
+        resolved = stage.resolve_config(module.DEFAULTS, extra.get(section, {}), section)
+        assert set(resolved) == set(module.DEFAULTS)
+    for rule in ("train_autoencoder", "encode_latents", "train_ldm", "train_ldae"):
+        assert extra["resources"][rule]["gpus"] == 0  # CPU runs
+
+
+def test_malformed_training_key_names_the_key():
+    config = paper()
+    config["ldm"]["network"]["chanels"] = [1]
+    with pytest.raises(Exception, match="chanels"):
+        validate(config, str(SCHEMA))
+
+
+def test_rules_read_only_their_own_sections():
+    text = (ROOT / "workflow/rules/train.smk").read_text()
+    rules = dict(re.findall(r"\nrule (\w+):\n(.*?)(?=\nrule |\nTARGETS)", text, flags=re.S))
+    allowed = {"train_autoencoder": {"autoencoder", "images"}, "encode_latents": {"latents", "images"},
+               "train_ldm": {"ldm"}, "train_ldae": {"ldae", "images"}}
+    assert set(rules) == set(allowed)
+    for rule, body in rules.items():
+        used = set(re.findall(r'config\["(\w+)"\]', body)) | ({"images"} if "IMAGES_JSON" in body else set())
+        assert used == allowed[rule], rule
+
+
+@pytest.mark.parametrize("section", sorted(STAGES))
+def test_rule_json_round_trips_exactly(section):
+    """The rules pass sections as JSON; numbers like 1e-07 must stay numbers (YAML 1.1 would read a string)."""
+    import json
+
+    defaults = STAGES[section].DEFAULTS
+    assert stage.parse_config_arg(json.dumps(defaults, sort_keys=True)) == defaults
