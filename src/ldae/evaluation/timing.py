@@ -1,0 +1,144 @@
+"""Table 5: efficiency of LDAE vs the voxel-space DAE, measured in ONE run on the same hardware.
+
+Seconds per reconstruction at T DDIM steps (paper: T = 100; LDAE 6 s, DAE 120 s on an A100, "20x"): the full
+encode-decode path (y_sem, [AE encoder], DDIM inversion, DDIM decoding, [AE decoder]) for one scan, after a
+warm-up, median over repeats; CUDA is synchronised around each run. Parameter counts of the whole model; training
+wall time from the training rules' Snakemake benchmark files (s column), when given.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+__all__ = ["time_call", "training_seconds", "efficiency_table"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 3,
+              warmup: int = 1) -> dict[str, float]:
+    """Median / min / max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    device = torch.device(device)
+    for _ in range(max(0, warmup)):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
+            "repeats": len(times)}
+
+
+def training_seconds(benchmarks: Sequence[str | Path]) -> float:
+    """Sum of the wall-clock seconds (column ``s``) of Snakemake benchmark files (NaN if none readable)."""
+    total, found = 0.0, False
+    for path in benchmarks:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path, sep="\t")
+        if "s" in frame.columns and len(frame):
+            total += float(frame["s"].iloc[-1])
+            found = True
+    return total if found else float("nan")
+
+
+def efficiency_table(rows: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
+    """Table 5 from per-model measurements; adds the DAE/LDAE time ratio row-wise as 'speed-up vs DAE'."""
+    frame = pd.DataFrame([{"Model": name, **values} for name, values in rows.items()])
+    if "DAE" in rows and "seconds" in frame.columns:
+        dae_seconds = float(rows["DAE"].get("seconds", float("nan")))
+        frame["speed-up vs DAE"] = dae_seconds / frame["seconds"].astype(float)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+TIMING_DEFAULTS = {"steps": 100, "repeats": 3, "warmup": 1}
+
+
+def _table6_row(table6: pd.DataFrame | None, model: str, steps: int) -> dict[str, float]:
+    if table6 is None:
+        return {}
+    rows = table6[(table6.Model == model) & (table6.Encoding.astype(str).str.startswith("(b)"))
+                  & (table6["T"].astype(str) == str(steps))]
+    if rows.empty:
+        return {"SSIM": float("nan"), "LPIPS": float("nan")}
+    return {"SSIM": float(rows.SSIM.iloc[0]), "LPIPS": float(rows.LPIPS.iloc[0])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ldae time-inference``: Table 5 - seconds per reconstruction and parameter counts, LDAE vs DAE."""
+    from pathlib import Path
+
+    from . import runtime
+    from .paper import TABLE5
+    from .tables import read_table, write_table
+
+    parser = runtime.base_parser("time-inference", "Table 5: seconds per reconstruction (same hardware, same run)")
+    runtime.add_image_args(parser)
+    runtime.add_ldae_args(parser)
+    parser.add_argument("--dae", type=Path, default=None, help="model folder of rule train_dae")
+    parser.add_argument("--reconstruction", type=Path, default=None, help="Table 6 TSV (SSIM/LPIPS columns)")
+    parser.add_argument("--benchmarks-ldae", nargs="*", default=[], help="benchmark TSVs of the LDAE's training")
+    parser.add_argument("--benchmarks-dae", nargs="*", default=[], help="benchmark TSVs of the DAE's training")
+    parser.add_argument("--table", required=True, type=Path)
+    args = parser.parse_args(argv)
+    runtime.setup(args.threads)
+    cfg = {**TIMING_DEFAULTS, **runtime.parse_json(args.config)}
+    unknown = sorted(set(cfg) - set(TIMING_DEFAULTS))
+    if unknown:
+        raise SystemExit(f"time-inference: unknown config key(s) {unknown}")
+    dev = runtime.device()
+    images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
+    test = images[images.split == "test"]
+    record = (test if len(test) else images).sort_values(["participant_id", "months"]).iloc[0]
+    x = runtime.ImageLoader(runtime.parse_json(args.images))(record["image"])[None].to(dev)
+    steps = int(cfg["steps"])
+    table6 = read_table(args.reconstruction) if args.reconstruction and Path(args.reconstruction).is_file() else None
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    rows = {}
+    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev)
+    timed = time_call(lambda: ldae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
+    n = ldae.parameter_count()
+    hours = training_seconds(args.benchmarks_ldae) / 3600
+    rows["LDAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1), "Training (h)": hours, **timed,
+                    **_table6_row(table6, "LDAE", steps)}
+    del ldae
+    if args.dae:
+        dae = runtime.load_dae_pipeline(args.dae, dev)
+        timed = time_call(lambda: dae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
+        n = dae.parameter_count()
+        rows["DAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),
+                       "Training (h)": training_seconds(args.benchmarks_dae) / 3600, **timed,
+                       **_table6_row(table6, "DAE", steps)}
+    table = efficiency_table(rows)
+    table.insert(1, "Hardware", hardware)
+    table.insert(2, "T", steps)
+    table = table.rename(columns={"seconds": "Seconds per reconstruction"})
+    notes = [
+        f"One scan ({record['participant_id']} {record['session_id']}), full encode + decode (y_sem, "
+        f"[AE encoder], DDIM inversion, DDIM decoding, [AE decoder]) at T = {steps}; median of {cfg['repeats']} "
+        f"runs after {cfg['warmup']} warm-up run(s); both models on the same device in the same job.",
+        "Training (h): wall time of the training rules' Snakemake benchmarks (LDAE: autoencoder + latents + LDM + "
+        "LDAE; DAE: train_dae). SSIM / LPIPS: Table 6, encoded x_T rows at this T.",
+        "Paper: LDAE 6 s vs DAE 120 s on an A100 (20x).",
+    ]
+    cols = ["Model", "Hardware", "T", "Parameters", "Training (h)", "Seconds per reconstruction",
+            "speed-up vs DAE", "SSIM", "LPIPS"]
+    write_table(table, args.table, notes=notes, md_columns=[c for c in cols if c in table.columns],
+                paper=pd.DataFrame(TABLE5))
+    print(table.to_string(index=False))
+    return 0

@@ -1,0 +1,148 @@
+"""Tiny random-init models for the evaluation tests (shared by tests/test_eval_*.py) and tests of the pipelines:
+LDAE/LDDIM/DAE encode-decode paths, embeddings files, timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from ldae.diffusion import DiffusionSchedule  # noqa: E402
+from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings  # noqa: E402
+from ldae.evaluation.pipelines import DAEPipeline, LDAEPipeline, count_params, seeded_noise  # noqa: E402
+from ldae.evaluation.timing import efficiency_table, time_call, training_seconds  # noqa: E402
+from ldae.models import GradientEstimator, VoxelDAE, build_autoencoder, build_ldm_unet  # noqa: E402
+from ldae.models.semantic_encoder import SemanticEncoder  # noqa: E402
+
+TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8,
+               latent_channels=3)
+TINY_LDM = dict(latent_channels=3, channels=[16, 32, 32], num_res_blocks=1, attention_levels=[False, False, True],
+                norm_num_groups=8, num_heads=1, dropout=0.0)
+TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 16], tiny_depths=[1, 1], y_dim=16, num_heads=8, chunk_size=16,
+                attn_dropout=0.0)
+TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, y_dim=16,
+                dropout=0.0)
+SHAPE = (16, 16, 16)
+
+
+def _perturb(module: torch.nn.Module, seed: int = 0, std: float = 1e-3) -> torch.nn.Module:
+    """Small non-zero weights for zero-initialised layers (as after training), so y_sem changes the output while
+    the DDIM ODE stays smooth enough for inversion round trips."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim > 1 and torch.count_nonzero(p) == 0:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def tiny_ldae(seed: int = 0, guidance: str = "score") -> LDAEPipeline:
+    torch.manual_seed(seed)
+    ae = build_autoencoder(TINY_AE)
+    ldm = _perturb(build_ldm_unet(TINY_LDM), seed)
+    est = _perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), seed + 1)
+    enc = SemanticEncoder(TINY_ENC)
+    return LDAEPipeline(ae, est, enc, DiffusionSchedule(), scale_factor=2.0, guidance=guidance)
+
+
+def tiny_dae(seed: int = 0, shape=None) -> DAEPipeline:
+    torch.manual_seed(seed)
+    dae = _perturb(VoxelDAE(TINY_DAE, TINY_ENC), seed)
+    return DAEPipeline(dae, DiffusionSchedule(), shape=shape)
+
+
+def volumes(n: int, seed: int = 0, shape=SHAPE) -> torch.Tensor:
+    """Smooth blobs in [0, 1] (a brain-like phantom: bright ellipsoid, darker core)."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    out = []
+    for _ in range(n):
+        r = 0.6 + 0.1 * torch.rand(3, generator=g)
+        d = ((grid / r[:, None, None, None]) ** 2).sum(0)
+        v = (d < 1).float() * 0.8 - (d < 0.3 * (1 + torch.rand(1, generator=g))).float() * 0.4
+        out.append((v + 0.05 * torch.rand(shape, generator=g)).clamp(0, 1))
+    return torch.stack(out)[:, None]
+
+
+# --------------------------------------------------------------------------------------------------- tests
+
+
+def test_ldae_pipeline_paths():
+    ldae = tiny_ldae()
+    x = volumes(2)
+    y = ldae.semantic(x)
+    z = ldae.latent(x)
+    assert y.shape == (2, 16) and z.shape == (2, 3, 8, 8, 8)
+    assert ldae.decode(z).shape == x.shape
+    # DDIM inversion then decoding returns (approximately) the latent: the encoded x_T carries the detail
+    x_T = ldae.invert(z, y, 20)
+    z_back = ldae.sample(x_T, y, 20)
+    assert (z_back - z).abs().mean() < 0.25 * z.abs().mean()
+    # y_sem steers the decoding; the unconditional (LDDIM) path differs from the guided one
+    noise = seeded_noise(tuple(z.shape), 3)
+    a = ldae.sample(noise, y, 3)
+    b = ldae.sample(noise, torch.randn_like(y) * 5, 3)
+    c = ldae.sample(noise, None, 3)
+    assert not torch.allclose(a, b) and not torch.allclose(a, c)
+    assert torch.equal(seeded_noise((2, 3), 1), seeded_noise((2, 3), 1))
+    assert ldae.reconstruct(x, 2).shape == x.shape
+    assert ldae.parameter_count() == count_params(ldae.autoencoder, ldae.estimator, ldae.encoder)
+    # the estimator holds the frozen LDM: counted once
+    assert ldae.parameter_count() < sum(p.numel() for m in (ldae.autoencoder, ldae.estimator, ldae.encoder)
+                                        for p in m.parameters()) + 1
+
+
+def test_dae_pipeline_resizes_and_roundtrips():
+    dae = tiny_dae(shape=(8, 8, 8))
+    x = volumes(2)
+    xd = dae.resize(x)
+    assert xd.shape == (2, 1, 8, 8, 8)
+    assert torch.allclose(xd.mean(), x.mean(), atol=1e-5)  # area averaging keeps the mean
+    y = dae.dae.encode(xd)
+    x_T = dae.invert(xd, y, 3)
+    assert x_T.shape == xd.shape and torch.isfinite(x_T).all()
+    back = dae.sample(x_T, y, 3)
+    assert not torch.allclose(back, dae.sample(x_T, torch.randn_like(y) * 5, 3))  # y_sem steers the decoding
+    assert dae.reconstruct(x, 2).shape == xd.shape
+    assert tiny_dae().resize(x) is not None and tiny_dae().resize(x).shape == x.shape
+
+
+def test_embeddings_file_roundtrip(tmp_path):
+    ldae = tiny_ldae()
+    records = [{"participant_id": f"sub-{i // 2}", "session_id": f"ses-M{6 * (i % 2):02d}", "image": str(i),
+                "split": "test" if i < 2 else "train"} for i in range(5)]
+    images = volumes(5)
+    batches = iterate_batches(records, lambda p: images[int(p)], batch_size=2)
+
+    def invert(x, y):
+        z = ldae.latent(x)
+        return z, ldae.invert(z, y, 3)
+
+    ids, y, extra = compute_embeddings(batches, ldae.semantic, invert, lambda r: r["split"] == "test")
+    assert y.shape == (5, 16) and list(extra["rows"]) == [0, 1]
+    save_embeddings(tmp_path / "ldae.npz", ids, y, "ldae", extra, steps=3, scale_factor=2.0)
+    emb = load_embeddings(tmp_path / "ldae.npz")
+    assert emb.model == "ldae" and emb.ids.equals(ids) and np.array_equal(emb.y, y)
+    assert int(emb.extra["steps"]) == 3
+    assert set(emb.lookup("x_T")) == {("sub-0", "ses-M00"), ("sub-0", "ses-M06")}
+    table = pd.DataFrame({"participant_id": ["sub-1", "sub-0"], "session_id": ["ses-M00", "ses-M06"]})
+    assert np.array_equal(emb.aligned(table), y[[2, 1]])
+    with pytest.raises(KeyError):
+        emb.aligned(pd.DataFrame({"participant_id": ["x"], "session_id": ["y"]}))
+    # y_sem of a batch equals y_sem of the single scans (eval mode, no batch coupling)
+    assert torch.allclose(ldae.semantic(images[:1])[0], torch.from_numpy(y[0]), atol=1e-5)
+
+
+def test_timing_and_efficiency_table(tmp_path):
+    calls = []
+    result = time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and result["repeats"] == 3 and result["seconds"] >= 0
+    bench = tmp_path / "b.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
+    assert training_seconds([bench, tmp_path / "missing.tsv"]) == 12.5
+    assert np.isnan(training_seconds([tmp_path / "missing.tsv"]))
+    table = efficiency_table({"LDAE": {"seconds": 2.0}, "DAE": {"seconds": 40.0}})
+    assert list(table["speed-up vs DAE"]) == [20.0, 1.0]
