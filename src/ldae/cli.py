@@ -18,6 +18,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("ldae.preprocess.pipeline", "N4 -> registration -> skull strip for one session"),
     "preproc-qc": ("ldae.preprocess.qc", "gather per-session QC into the cohort QC table"),
     "preproc-description": ("ldae.preprocess.naming", "write dataset_description.json of the derivatives"),
+    "train-autoencoder": ("ldae.training.autoencoder", "stage 1: AutoencoderKL + patch GAN, best val SSIM"),
+    "encode-latents": ("ldae.training.latents", "encode every session once; scale factor from training latents"),
+    "train-ldm": ("ldae.training.ldm", "stage 2: unconditional latent DDPM, final EMA weights"),
+    "train-ldae": ("ldae.training.ldae", "stage 3: semantic encoder + gradient estimator (PDAE), best val SSIM"),
+    "train-dae": ("ldae.training.baselines", "baseline: voxel-space diffusion autoencoder (same semantic encoder)"),
+    "train-supervised": ("ldae.training.baselines", "baseline: semantic encoder + linear head, end-to-end (--task)"),
+    "embed": ("ldae.evaluation.embed", "y_sem of every session for one model (+ LDAE x_T of test sessions)"),
+    "probe": ("ldae.evaluation.probes", "Table 7 linear probes (AD vs CN, age) + Figure 5 LDA"),
+    "reconstruct": ("ldae.evaluation.reconstruct", "Table 6 reconstruction SSIM/LPIPS/MSE at T = 10/20/50/100"),
+    "interpolate": ("ldae.evaluation.interpolate", "Figure 8 longitudinal interpolation (LERP y_sem, SLERP x_T)"),
+    "manipulate": ("ldae.evaluation.manipulate", "Figures 6/7 manipulation along the AD-vs-CN probe direction"),
+    "time-inference": ("ldae.evaluation.timing", "Table 5 seconds per reconstruction, LDAE vs DAE, same device"),
+    "results-readme": ("ldae.evaluation.report", "results/README.md: each paper table beside our numbers"),
 }
 
 

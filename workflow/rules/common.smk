@@ -112,3 +112,112 @@ TARGETS = []
 
 def final_targets():
     return TARGETS
+
+
+# ---- cluster resources, GPU routing and resumable training (profiles/slurm, README.md "Running on a SLURM cluster") ----------
+# Every number comes from config `resources:` (the rule's entry, else `default`); resources never trigger
+# reruns. The slurm profile turns them into sbatch flags and picks the partition (profiles/slurm/
+# partitions.yaml: GPU jobs -> GPU partition, the rest -> CPU partition). A rule declares
+#     threads: rule_threads("train_ldm")
+#     resources: **rule_resources("train_ldm")
+RULE_ONLY_RESOURCES = ("slurm_partition", "slurm_account", "constraint", "qos", "slurm_extra", "gres")
+
+
+def _res_entry(rule_name):
+    return config["resources"].get(rule_name) or {}
+
+
+def rule_gpus(rule_name):
+    """GPUs of one job of the rule (config resources.<rule>.gpus; 0 = a CPU rule)."""
+    return int(res(rule_name, "gpus", 0) or 0)
+
+
+def rule_threads(rule_name, default=1):
+    """`threads:` of a rule: resources.<rule>.threads; for a GPU rule without one, gpus x cpus_per_gpu."""
+    entry, gpus = _res_entry(rule_name), rule_gpus(rule_name)
+    if entry.get("threads") is None and gpus and res(rule_name, "cpus_per_gpu"):
+        return gpus * int(res(rule_name, "cpus_per_gpu"))
+    return int(res(rule_name, "threads", default))
+
+
+def rule_resources(rule_name, **defaults):
+    """Resources from config for the named rule - mem_mb and runtime (minutes) always; a GPU job (gpus > 0)
+    adds gpu (count; sbatch --gpus), gpu_model (e.g. a100 -> --gpus=a100:N) and cpus_per_gpu. Keys set
+    only on the rule's own entry pass through to the slurm plugin: slurm_partition (pins the partition),
+    slurm_account, constraint (-C, e.g. an 80 GB A100 feature), qos, slurm_extra, gres (instead of gpu)."""
+    entry = _res_entry(rule_name)
+    found = {}
+    for key in ("mem_mb", "runtime"):
+        value = res(rule_name, key, defaults.get(key))
+        if value is not None:
+            found[key] = value
+    gpus = rule_gpus(rule_name)
+    found["gpu"] = 0 if entry.get("gres") else gpus
+    if gpus and not entry.get("gres"):
+        for key in ("gpu_model", "cpus_per_gpu"):
+            value = res(rule_name, key, defaults.get(key))
+            if value:
+                found[key] = value
+    for key in RULE_ONLY_RESOURCES:
+        if entry.get(key):
+            found[key] = entry[key]
+    return found
+
+
+def resume_dir(rule_name, section):
+    """Where a long-running rule keeps its resumable state (e.g. Lightning `last.ckpt`).
+
+    Outside the rule's outputs, because Snakemake deletes outputs before it (re)runs a job and after a
+    failure; keyed by a hash of the stage's config section, so a job resubmitted after a time limit,
+    preemption or node failure (profile `retries`, SLURM requeue, or simply running snakemake again)
+    continues, while a changed section starts afresh. Pass it through `params:` (it changes exactly when
+    the section does). The command must also check that its inputs are the ones the state was built
+    from (see README.md "Running on a SLURM cluster") before resuming."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return out("resume", rule_name, digest)
+
+
+def _warn_missing_images():
+    """Apptainer requested but no image for an env: those rules run in the host environment."""
+    methods = {str(m).lower() for m in (workflow.deployment_settings.deployment_method or ())}
+    if any("apptainer" in m or "singularity" in m for m in methods):
+        empty = sorted(name for name, image in config["containers"].items() if not image)
+        if empty:
+            logger.warning(
+                f"software deployment 'apptainer' but config containers.{{{','.join(empty)}}} empty: "
+                "rules of those envs run in the host environment (build images: tools/build_containers.sh)"
+            )
+
+
+_warn_missing_images()
+
+
+# ---- per-session jobs in bundles: a few hundred cluster jobs instead of 10,340 -----------------------
+# Snakemake submits a *connected* set of jobs of one group as one cluster job. Per-session jobs are not
+# connected to each other, so each bundle gets a small gather job in the same group that takes the bundle's
+# per-session outputs: bundle + its sessions = one sbatch job of config preprocess.group_size sessions
+# (run side by side within the job's CPUs/memory, see profiles/slurm). Locally groups do not matter.
+# (Not --group-components: with a checkpoint in the DAG, Snakemake 9.27 merges those bundles again on every
+# DAG update, ending with one job holding every session and submitting jobs twice.)
+# preprocess.smk: the per-session job and the bundle job both carry group "preprocess"; the bundle job's
+# input is the per-session outputs of session_bundles()[wildcards.bundle], its output
+# work/preprocess/bundle-{bundle}.txt, and the QC table waits for every bundle file.
+_BUNDLE_CACHE = {}
+
+
+def session_bundles(size=None):
+    """{bundle id: rows of the session table} in table order, `size` (config preprocess.group_size)
+    sessions per bundle; read once per version of the table (cheap to call from input functions)."""
+    size = int(size or config["preprocess"].get("group_size", 50))
+    path = checkpoints.sessions.get().output.sessions
+    key = (path, os.path.getmtime(path), size)
+    if key not in _BUNDLE_CACHE:
+        table = pd.read_csv(path, sep="\t", dtype=str)
+        _BUNDLE_CACHE.clear()
+        _BUNDLE_CACHE[key] = {
+            f"{start // size:04d}": table.iloc[start : start + size] for start in range(0, len(table), size)
+        }
+    return _BUNDLE_CACHE[key]
