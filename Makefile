@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/demo
-	$(BIN)/snakemake --profile profiles/demo --report demo/report.html || true
+	$(BIN)/snakemake --profile profiles/demo --report demo/report.html
 	@echo
 	@echo "Demo outputs are under demo/: raw/ (synthetic download), bids/ (clinica), tables/ (sessions, splits),"
-	@echo "derivatives/ (preprocessing), logs/, benchmarks/; the report is demo/report.html"
+	@echo "derivatives/ldae-preproc/ (preprocessing + qc.tsv), models/ (trained stages and baselines), embeddings/,"
+	@echo "results/ (tables/, figures/, README.md: our numbers beside the paper's), logs/, benchmarks/;"
+	@echo "the report with every table and figure is demo/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -85,3 +85,19 @@ def test_dry_run_demo_profile(tmp_path):
     assert result.returncode == 0, result.stderr
     for rule in ("synthesize_adni", "adni_to_bids", "sessions", "splits"):
         assert rule in result.stdout
+
+
+def test_config_strings_get_their_schema_types():
+    """What `--config ldm='{...}'` delivers (all strings) becomes the schema's types; strings stay strings."""
+    from ldae.configtypes import typed
+
+    schema = {"type": "object", "properties": {
+        "lr": {"type": "number"}, "epochs": {"type": "integer"}, "ema": {"type": ["number", "null"]},
+        "flag": {"type": "boolean"}, "name": {"type": "string"}, "steps": {"type": "array", "items": {"type": "integer"}},
+        "nested": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+    given = {"lr": "1e-5", "epochs": "1e3", "ema": "null", "flag": "true", "name": "007", "steps": ["10", "20"],
+             "nested": {"a": "3"}}
+    assert typed(given, schema) == {"lr": 1e-5, "epochs": 1000, "ema": None, "flag": True, "name": "007",
+                                    "steps": [10, 20], "nested": {"a": 3}}
+    assert typed({"epochs": "2.5", "lr": "fast"}, schema) == {"epochs": "2.5", "lr": "fast"}  # the schema says why
+    assert typed({"lr": 0.5, "extra": "1"}, schema) == {"lr": 0.5, "extra": "1"}  # typed values, unknown keys: as given
