@@ -251,7 +251,7 @@ def _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir
     started = time.time()
     trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
                 stage.loader(val_ds, settings, shuffle=False) if val_ds is not None else None,
-                ckpt_path=common.resume_checkpoint(run_dir))
+                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
     if not trainer.is_global_zero:
         return 0
     best = run_dir / "checkpoints" / "best.ckpt"

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
                 stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
-                ckpt_path=common.resume_checkpoint(run_dir))
+                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
     if not trainer.is_global_zero:
         return 0
     best = run_dir / "checkpoints" / "best.ckpt"

@@ -308,7 +308,7 @@ class SaveLastAtEnd:
 # ------------------------------------------------------------------------------------------------ outputs
 def checkpoint_state(path: str | os.PathLike, prefix: str) -> dict[str, torch.Tensor]:
     """Tensors under ``prefix`` of a Lightning checkpoint's ``state_dict`` (EMA weights when EMA was on)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # our own checkpoints: tensors + plain data
     state = ckpt["state_dict"]
     found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not found:
