@@ -30,24 +30,16 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from ldae.models.autoencoder import AE_DEFAULTS
 from ldae.training import common, stage
 
 STAGE = "autoencoder"
 PAPER_PARAMETERS = "~14M (paper, Table 2)"
 
+# the config's `network` keys: the model's defaults minus what the stage fixes or configures elsewhere
 NETWORK_DEFAULTS: dict[str, Any] = {
-    "channels": [64, 128, 128, 128],
-    "num_res_blocks": 2,
-    "attention_levels": [False, False, False, False],
-    "latent_channels": 3,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-    "use_checkpoint": False,
-    "disc_channels": 64,
-    "disc_num_layers": 3,
-    "disc_norm": "BATCH",
+    key: value for key, value in AE_DEFAULTS.items()
+    if key not in ("spatial_dims", "in_channels", "out_channels", "perceptual_network", "perceptual_fake_3d_ratio")
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -26,23 +26,14 @@ from typing import Any, Mapping
 import lightning.pytorch as pl
 import torch
 
+from ldae.models.baselines import DAE_DEFAULTS as MODEL_DAE_DEFAULTS
 from ldae.training import common, stage
+from ldae.training.ldm import DIFFUSION_DEFAULTS
 
+# the config's `network` keys: the model's defaults minus what the stage fixes (dimensions, input channels)
+# or takes from the semantic encoder (y_dim)
 DAE_NETWORK_DEFAULTS: dict[str, Any] = {
-    "channels": [32, 64, 128, 256, 256],
-    "num_res_blocks": 2,
-    "attention_levels": [False, False, False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "use_flash_attention": False,
-    "condition_encoder": True,
-}
-DIFFUSION_DEFAULTS: dict[str, Any] = {
-    "num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02,
+    key: value for key, value in MODEL_DAE_DEFAULTS.items() if key not in ("spatial_dims", "in_channels", "y_dim")
 }
 DAE_DEFAULTS: dict[str, Any] = {
     "network": DAE_NETWORK_DEFAULTS,

@@ -19,22 +19,16 @@ from typing import Any, Mapping
 import lightning.pytorch as pl
 import torch
 
+from ldae.models.ldm_unet import LDM_DEFAULTS
 from ldae.training import common, stage
 
 STAGE = "ldm"
 PAPER_PARAMETERS = "486M (paper: 'LDDIM @486M')"
 
+# the config's `network` keys: the model's defaults minus the dimensions (fixed) and the latent channels (from
+# the latent store)
 NETWORK_DEFAULTS: dict[str, Any] = {
-    "channels": [256, 512, 768],
-    "num_res_blocks": 2,
-    "attention_levels": [False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "use_flash_attention": False,
+    key: value for key, value in LDM_DEFAULTS.items() if key not in ("spatial_dims", "latent_channels")
 }
 DIFFUSION_DEFAULTS: dict[str, Any] = {
     "num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02,
