@@ -242,13 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
     if not trainer.is_global_zero:
         return 0
-    best = run_dir / "checkpoints" / "best.ckpt"
-    source = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    source, best_score = stage.selected_checkpoint(trainer, run_dir, "val/ssim")
     weights = stage.checkpoint_state(source, "autoencoder.")
-    best_score = None
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "monitor", None) == "val/ssim" and cb.best_model_score is not None:
-            best_score = float(cb.best_model_score)
     summary = {
         "stage": STAGE, "selected_checkpoint": source.name, "best_val_ssim": best_score,
         "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,

@@ -245,13 +245,8 @@ def _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir
                 ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
     if not trainer.is_global_zero:
         return 0
-    best = run_dir / "checkpoints" / "best.ckpt"
-    source = best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+    source, best_score = stage.selected_checkpoint(trainer, run_dir, monitor)
     weights = {f"{prefix}{k}": v for k, v in stage.checkpoint_state(source, prefix).items()}
-    best_score = None
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "monitor", None) == monitor and cb.best_model_score is not None:
-            best_score = float(cb.best_model_score)
     summary = {"selected_checkpoint": source.name, f"best_{monitor.replace('/', '_')}": best_score,
                "global_step": trainer.global_step, "epochs": trainer.current_epoch,
                "seconds_this_run": round(time.time() - started, 1), **summary_extra}

@@ -306,6 +306,15 @@ class SaveLastAtEnd:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+def selected_checkpoint(trainer, run_dir: Path, monitor: str) -> tuple[Path, float | None]:
+    """The checkpoint a stage publishes (best on `monitor` if there is one, else last) and the best score."""
+    best = Path(run_dir) / "checkpoints" / "best.ckpt"
+    source = best if best.is_file() else Path(run_dir) / "checkpoints" / "last.ckpt"
+    scores = [float(cb.best_model_score) for cb in trainer.checkpoint_callbacks
+              if getattr(cb, "monitor", None) == monitor and cb.best_model_score is not None]
+    return source, (scores[0] if scores else None)
+
+
 def checkpoint_state(path: str | os.PathLike, prefix: str) -> dict[str, torch.Tensor]:
     """Tensors under ``prefix`` of a Lightning checkpoint's ``state_dict`` (EMA weights when EMA was on)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # our own checkpoints: tensors + plain data
