@@ -258,7 +258,9 @@ def test_pass_writes_every_derivative(passed):
 
 def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     """The official BIDS validator (bids-validator-deno, offline) finds no error in the derivatives dataset."""
-    record, root = passed
+    record, passed_root = passed
+    root = tmp_path / "ldae-preproc"  # a copy: other tests list what the shared run left
+    shutil.copytree(passed_root, root)
     naming.write_description(str(root), "../../bids")
     validator = Path(sys.executable).with_name("bids-validator-deno")
     result = subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True, text=True,
