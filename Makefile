@@ -39,5 +39,9 @@ dryrun: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --report report.html
 
+# Apptainer images of envs/*.yaml (containers/*.def) where Apptainer exists; ENVS="torch" builds one
+containers:
+	bash tools/build_containers.sh $(ENVS)
+
 clean-demo:
 	rm -rf demo
