@@ -107,6 +107,11 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _where(path, config_key: str) -> str:
+    """Where weights were looked for, for a warning: the path, or that the config key is empty."""
+    return f"config {config_key} is empty" if path is None or str(path).strip() == "" else f"no file {path}"
+
+
 def load_pretrained_autoencoder(model: AutoencoderKL, path: str | os.PathLike | None) -> AutoencoderKL:
     """Initialise ``model`` from a local checkpoint (e.g. the UK Biobank brain LDM autoencoder of the MONAI zoo).
 
@@ -117,7 +122,8 @@ def load_pretrained_autoencoder(model: AutoencoderKL, path: str | os.PathLike | 
     """
     if path is None or str(path).strip() == "" or not os.path.isfile(os.fspath(path)):
         warnings.warn(
-            f"autoencoder initial weights {path!r} not found: stage 1 starts from a RANDOM initialisation "
+            f"autoencoder initial weights not found ({_where(path, 'autoencoder.init_weights')}): stage 1 "
+            "starts from a RANDOM initialisation "
             "(the paper starts from the UK Biobank brain LDM autoencoder of the MONAI model zoo)",
             stacklevel=2,
         )
@@ -178,7 +184,8 @@ def build_perceptual_loss(
     c = _cfg(cfg)
     if weights_path is None or str(weights_path).strip() == "" or not os.path.isfile(os.fspath(weights_path)):
         warnings.warn(
-            f"perceptual-loss weights {weights_path!r} not found: the LPIPS term of the stage-1 loss is DISABLED "
+            f"perceptual-loss weights not found ({_where(weights_path, 'autoencoder.perceptual_weights')}): the "
+            "LPIPS term of the stage-1 loss is DISABLED "
             "(no download is attempted; provide a local torchvision squeezenet1_1 / LPIPS state dict)",
             stacklevel=2,
         )

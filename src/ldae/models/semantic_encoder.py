@@ -115,7 +115,8 @@ def build_backbone(cfg: Mapping[str, Any] | None = None) -> tuple[nn.Module, int
     if has_weights:
         _load_backbone_weights(model, os.fspath(path))  # 3-channel stem: summed below
     elif path or name != "tiny":
-        warnings.warn(f"semantic-encoder backbone weights {path!r} not found: RANDOM initialisation "
+        where = "config ldae.encoder.pretrained_path is empty" if not path else f"no file {path}"
+        warnings.warn(f"semantic-encoder backbone weights not found ({where}): RANDOM initialisation "
                       "(the paper starts from ImageNet weights; nothing is downloaded)", stacklevel=2)
     model.features[0][0] = rgb_to_single_channel_conv(model.features[0][0])
     model.classifier[-1] = nn.Identity()  # keep LayerNorm2d + Flatten: (N, F)
