@@ -146,3 +146,13 @@ def test_timing_and_efficiency_table(tmp_path):
     assert np.isnan(training_seconds([tmp_path / "missing.tsv"]))
     table = efficiency_table({"LDAE": {"seconds": 2.0}, "DAE": {"seconds": 40.0}})
     assert list(table["speed-up vs DAE"]) == [20.0, 1.0]
+
+
+def test_rule_json_keeps_small_numbers_numbers():
+    """Rules pass config sections as json.dumps text; YAML 1.1 would read 1e-05 as the string '1e-05'."""
+    from ldae.evaluation import runtime
+
+    assert runtime.parse_json('{"lr": 1e-05, "steps": [10, 20]}') == {"lr": 1e-05, "steps": [10, 20]}
+    assert runtime.parse_json("") == {} and runtime.parse_json(None) == {}
+    with pytest.raises(ValueError):
+        runtime.parse_json("[1, 2]")

@@ -26,17 +26,11 @@ __all__ = [
 
 
 def parse_json(text: str | None) -> dict[str, Any]:
-    """A config (sub-)section passed by a rule as JSON/YAML text ('' -> {})."""
-    if not text:
-        return {}
-    import yaml
+    """A config (sub-)section passed by a rule as JSON/YAML text ('' -> {}); JSON first, so that 1e-05 stays a
+    number (YAML 1.1 reads it as a string) - the training verbs' parser."""
+    from ldae.training.stage import parse_config_arg
 
-    value = yaml.safe_load(text)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping, got {text[:80]!r}")
-    return value
+    return parse_config_arg(text)
 
 
 def base_parser(verb: str, description: str) -> argparse.ArgumentParser:

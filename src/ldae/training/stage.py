@@ -70,12 +70,9 @@ def parse_config_arg(text: str | None) -> dict[str, Any]:
 
 def read_stage_config(path_or_config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """A resolved stage config: given as a mapping, or read from a ``config.yaml`` written next to weights."""
-    if isinstance(path_or_config, Mapping):
-        return dict(path_or_config)
-    path = Path(path_or_config)
-    if not path.is_file():
-        raise FileNotFoundError(f"stage config not found: {path} (written by the rule that trained the weights)")
-    return yaml.safe_load(path.read_text()) or {}
+    from ldae.models.io import read_config
+
+    return read_config(path_or_config)
 
 
 # ------------------------------------------------------------------------------------------- command line
