@@ -62,8 +62,9 @@ def timed(cmd: list[str]) -> tuple[float, dict, str]:
 
 
 def save(results: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    path = Path(results.get("results_file", RESULTS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main() -> int:
@@ -79,6 +80,7 @@ def main() -> int:
         help="sessions for the all-done check (faking every job done costs O(n^2) in Snakemake's local "
         "scheduler: ~1 h for 10,340 sessions; 0 skips it)",
     )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: %(default)s)")
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ldae-dag-scale-"))
@@ -95,6 +97,7 @@ def main() -> int:
     out = work / "out"
 
     results: dict = {
+        "results_file": str(args.out),
         "sessions": args.sessions,
         "snakefile": "workflow (real preprocessing rule)" if real else "bench/dag_scale/Snakefile (stand-in per-session rule)",
         "host": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "python": platform.python_version()},
