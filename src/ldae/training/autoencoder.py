@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
     images = stage.parse_config_arg(args.images)
-    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
-    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    settings, run_dir = stage.run_settings(args, cfg)
 
     table = stage.image_table(args)
     train_paths = table.image[table.split == "train"].tolist()

@@ -264,8 +264,7 @@ def main_dae(argv: list[str] | None = None) -> int:
     cfg = stage.resolve_config(DAE_DEFAULTS, stage.parse_config_arg(args.config), "dae")
     enc = resolve_encoder(stage.parse_config_arg(args.encoder), cfg["encoder"])
     images = stage.parse_config_arg(args.images)
-    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
-    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    settings, run_dir = stage.run_settings(args, cfg)
     table = stage.image_table(args)
     train, val = table[table.split == "train"], table[table.split == "val"]
     if cfg["val_max_sessions"]:
@@ -299,8 +298,7 @@ def main_supervised(argv: list[str] | None = None) -> int:
     cfg = stage.resolve_config(SUPERVISED_DEFAULTS, stage.parse_config_arg(args.config), "supervised")
     enc = resolve_encoder(stage.parse_config_arg(args.encoder), cfg["encoder"])
     images = stage.parse_config_arg(args.images)
-    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
-    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    settings, run_dir = stage.run_settings(args, cfg)
     table = stage.image_table(args)
     rows, targets = supervised_targets(table, args.task)
     rows = rows.assign(target=targets)

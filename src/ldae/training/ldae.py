@@ -31,27 +31,15 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from ldae.models.semantic_encoder import ENCODER_DEFAULTS as MODEL_ENCODER_DEFAULTS
 from ldae.training import common, stage
 
 STAGE = "ldae"
 PAPER_PARAMETERS = "~920M (paper, full model)"
 FROZEN_PREFIX = "estimator.ldm."
 
-ENCODER_DEFAULTS: dict[str, Any] = {
-    "backbone": "convnext_small",
-    "pretrained_path": "",
-    "y_dim": 768,
-    "slice_axis": 2,
-    "num_heads": 8,
-    "attn_dropout": 0.1,
-    "chunk_size": 32,
-    "gradient_checkpointing": False,
-    "stochastic_depth": None,
-    "tiny_dims": [16, 32, 64],
-    "tiny_depths": [1, 1, 1],
-    "input_mean": 0.449,
-    "input_std": 0.226,
-}
+# the config's `encoder` keys: the model's defaults, with "" (the config's blank) for no pretrained file
+ENCODER_DEFAULTS: dict[str, Any] = {**MODEL_ENCODER_DEFAULTS, "pretrained_path": ""}
 DEFAULTS: dict[str, Any] = {
     "encoder": ENCODER_DEFAULTS,
     "estimator": {"share_middle_block": False, "init_branch_from_ldm": False, "dropout": None},
@@ -210,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
     images = stage.parse_config_arg(args.images)
-    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
-    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    settings, run_dir = stage.run_settings(args, cfg)
 
     # stage 2 first: a missing or mismatching LDM stops here, before anything else is done
     for path, what in ((args.ldm_weights, "weights"), (args.ldm_config, "config")):

@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldae.training.data import LatentDataset, LatentStore
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
-    settings = common.train_settings({**cfg["train"], "devices": stage.devices_arg(args.devices)})
-    run_dir = Path(args.run_dir or Path(args.out_dir) / "run")
+    settings, run_dir = stage.run_settings(args, cfg)
     store = LatentStore(Path(args.latents))
     latents, index, scale = store.read()
     stamp = stage.fingerprint({"ldm": cfg}, [store.array_path, store.index_path, store.scale_path])

@@ -100,6 +100,12 @@ def devices_arg(value: str | int | None):
     return int(value)
 
 
+def run_settings(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple[dict[str, Any], Path]:
+    """A training verb's trainer settings (its `train:` block + the rule's GPU count) and its run folder."""
+    settings = common.train_settings({**cfg["train"], "devices": devices_arg(args.devices)})
+    return settings, Path(args.run_dir or Path(args.out_dir) / "run")
+
+
 def setup_process(threads: int = 0) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
