@@ -29,7 +29,7 @@ AE = {"network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": 
       "cache": "disk", "lr": 1e-3, "perceptual_weights": "/nonexistent/squeezenet.pth", "train": TRAIN}
 LDM = {"network": {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
                    "norm_num_groups": 8}, "lr": 1e-3, "ema_decay": 0.9, "train": TRAIN}
-LDAE = {"encoder": {"backbone": "tiny", "tiny_dims": [8, 16], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8},
+LDAE = {"encoder": {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8},
         "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 3, "cache": "memory", "train": TRAIN}
 
 

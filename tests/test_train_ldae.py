@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experim
 
 LDM_NET = {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
            "norm_num_groups": 8, "dropout": 0.0, "latent_channels": 3}
-ENCODER = {"backbone": "tiny", "tiny_dims": [8, 16], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8}
+ENCODER = {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8}
 TINY = {
     "encoder": ENCODER, "estimator": {"dropout": 0.0}, "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 5,
     "cache": "none",

@@ -9,7 +9,7 @@ with ``eps_fn = lambda x, t: dae(x, t, y_sem)``. The authors published no DAE co
 chosen to land near the paper's 130M parameters (Table 5) with the ConvNeXt-Small encoder.
 
 Config keys (section ``dae``): spatial_dims: 3, in_channels: 1, channels: [32, 64, 128, 256, 256] ...
-(see ``DAE_DEFAULTS``), y_dim: 768, condition_encoder: true (condition the down path too, as DiffAE),
+(see ``DAE_DEFAULTS``), y_dim: null (the encoder's), condition_encoder: true (condition the down path too, as DiffAE),
 encoder: {...} (the ``ldae.encoder`` keys). Section ``supervised``: num_outputs: 1, encoder: {...}.
 """
 
@@ -40,7 +40,7 @@ DAE_DEFAULTS: dict[str, Any] = {
     "time_conditioning": "scale_shift",
     "resblock_updown": True,
     "use_flash_attention": False,
-    "y_dim": 768,
+    "y_dim": None,
     "condition_encoder": True,
 }
 
@@ -52,9 +52,10 @@ class VoxelDAE(nn.Module):
         super().__init__()
         c = {**DAE_DEFAULTS, **{k: v for k, v in (cfg or {}).items() if k in DAE_DEFAULTS}}
         enc_cfg = dict(encoder_cfg if encoder_cfg is not None else (cfg or {}).get("encoder", {}) or {})
-        enc_cfg["y_dim"] = int(c["y_dim"])
+        if c["y_dim"] is not None:  # else the encoder's (resolved from its own config)
+            enc_cfg["y_dim"] = int(c["y_dim"])
         self.encoder = SemanticEncoder(enc_cfg)
-        self.y_dim = int(c["y_dim"])
+        self.y_dim = self.encoder.y_dim
         self.unet = DiffusionModelUNet(
             spatial_dims=int(c["spatial_dims"]),
             in_channels=int(c["in_channels"]),

@@ -57,6 +57,8 @@ __all__ = [
     "ldae_state_dicts",
     "LDAEPipeline",
     "load_pipeline",
+    "read_tensor_file",
+    "load_official_encoder",
 ]
 
 
@@ -180,7 +182,7 @@ def load_ldae(weights: str | os.PathLike, cfg, ldm_weights: str | os.PathLike,
     _strict_load(encoder, enc_sd, str(weights))
     unet = load_frozen_unet(_ldm_network(data), ldm_weights)
     est_cfg = section["estimator"]
-    estimator = GradientEstimator(unet, y_dim=int(section["encoder"]["y_dim"]),
+    estimator = GradientEstimator(unet, y_dim=encoder.y_dim,
                                   share_middle_block=bool(est_cfg["share_middle_block"]),
                                   init_branch_from_ldm=False, dropout=est_cfg["dropout"])
     own = {k: v for k, v in estimator.state_dict().items() if not k.startswith("ldm.")}
@@ -270,3 +272,41 @@ def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "c
         guidance = stage_section(root / "ldae" / "config.yaml", "ldae")["guidance"]
     return LDAEPipeline(ae, encoder, estimator, ldm, load_schedule(root / "ldm" / "config.yaml"),
                         load_scale_factor(root / "latents"), guidance)
+
+
+# ------------------------------------------------------------------------------ the authors' released weights
+def read_tensor_file(path: str | os.PathLike, what: str) -> Any:
+    """A ``torch.save`` file read with ``weights_only=True``; errors name the file and ``what`` it should be."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+        raise ValueError(f"cannot read {what} from {path} with weights_only=True: {error}. Save only tensors "
+                         "(e.g. its state_dict) with torch.save and retry") from error
+
+
+def load_official_encoder(path: str | os.PathLike, cfg: Mapping[str, Any] | None = None,
+                          device: str | torch.device = "cpu"):
+    """Our semantic encoder (eval mode, gradients off) holding the authors' released ``encoder.pth``.
+
+    ``cfg``: ``ldae.encoder`` settings over the defaults, which ARE the authors' head (ConvNeXt-Small,
+    raw [0, 1] input, linear scorer, q/k/v projections, y_sem = LayerNorm output). The mapping is strict
+    (:func:`ldae.models.official_encoder.encoder_from_official`).
+    """
+    import warnings
+
+    from .official_encoder import encoder_from_official
+    from .semantic_encoder import build_semantic_encoder
+
+    official = read_tensor_file(path, "the authors' semantic encoder (encoder.pth)")
+    if not isinstance(official, Mapping):
+        raise ValueError(f"{path}: expected a state dict (key -> tensor), got {type(official).__name__}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*backbone weights.*not found.*")
+        encoder = build_semantic_encoder({**(cfg or {}), "pretrained_path": None})
+    encoder.load_state_dict(encoder_from_official(official, encoder.state_dict(), str(path)), strict=True)
+    return encoder.requires_grad_(False).eval().to(device)

@@ -67,11 +67,14 @@ TASKS = ("ad", "age")
 
 
 def resolve_encoder(ldae_encoder: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The LDAE's encoder section (``ldae.encoder``) with the baseline's overrides, over the encoder defaults."""
+    """The LDAE's encoder section (``ldae.encoder``) with the baseline's overrides, over the encoder defaults;
+    ``y_dim`` resolved to an integer."""
+    from ldae.models.semantic_encoder import resolve_encoder_config
     from ldae.training.ldae import ENCODER_DEFAULTS
 
     merged = stage.resolve_config(ENCODER_DEFAULTS, ldae_encoder or {}, "ldae.encoder")
-    return stage.resolve_config(merged, overrides or {}, "encoder")
+    merged = stage.resolve_config(merged, overrides or {}, "encoder")
+    return resolve_encoder_config(merged, "ldae.encoder (with this baseline's encoder overrides)")
 
 
 def _encoder_cfg(enc: Mapping[str, Any], weights_loaded: bool = False) -> dict[str, Any]:
@@ -89,7 +92,9 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         from ldae.models import build_dae
 
         self.cfg = dict(cfg)
-        net = {**cfg["network"], "y_dim": int(encoder_cfg["y_dim"])}
+        from ldae.models.semantic_encoder import resolve_y_dim
+
+        net = {**cfg["network"], "y_dim": resolve_y_dim(encoder_cfg)}
         self.dae = build_dae(net, _encoder_cfg(encoder_cfg, weights_loaded))
         self.schedule = DiffusionSchedule.from_config(cfg["diffusion"])
         self.shape = tuple(int(s) for s in cfg["shape"]) if cfg["shape"] else None

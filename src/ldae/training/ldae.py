@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ldae.models.semantic_encoder import ENCODER_DEFAULTS as MODEL_ENCODER_DEFAULTS
+from ldae.models.semantic_encoder import resolve_encoder_config
 from ldae.training import common, stage
 
 STAGE = "ldae"
@@ -92,7 +93,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         enc_cfg = {**cfg["encoder"], "pretrained_path": cfg["encoder"]["pretrained_path"] or None}
         self.encoder = build_semantic_encoder(enc_cfg)
         est = cfg["estimator"]
-        self.estimator = GradientEstimator(frozen_unet, y_dim=int(cfg["encoder"]["y_dim"]),
+        self.estimator = GradientEstimator(frozen_unet, y_dim=self.encoder.y_dim,
                                            share_middle_block=bool(est["share_middle_block"]),
                                            init_branch_from_ldm=bool(est["init_branch_from_ldm"]),
                                            dropout=est["dropout"])
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldae.training.data import LatentStore
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    cfg["encoder"] = resolve_encoder_config(cfg["encoder"], f"{STAGE}.encoder")  # y_dim: null -> the resolved int
     images = stage.parse_config_arg(args.images)
     settings, run_dir = stage.run_settings(args, cfg)
 
