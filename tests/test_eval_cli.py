@@ -253,3 +253,41 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
             *small, "--config", json.dumps({"cache": "none", "train": TRAIN}), "--encoder", json.dumps(ENCODER_SECTION))
     summary = json.loads((tmp_path / "sup/summary.json").read_text())
     assert summary["trained"] is False and "single diagnosis" in summary["reason"]
+
+
+def test_manipulate_with_the_authors_probe(trained, tmp_path):
+    """The authors' AD-vs-CN probe (Linear checkpoint + z-score mean/std), imported into our probe file, drives
+    `ldae manipulate --probe-file` instead of a probe trained here; the table's codes are scored by that probe."""
+    from ldae.evaluation.probe_file import write_official_probe
+
+    root, res = trained, tmp_path / "results"
+    emb = root / "embeddings" / "ldae.npz"
+    if not emb.is_file():
+        run("embed", "--model", "ldae", *data_args(root), *ldae_args(root), "--out", emb,
+            "--config", json.dumps({"ddim_steps": 2}))
+    y = load_embeddings(emb).y.astype(np.float64)
+    gen = torch.Generator().manual_seed(3)
+    dim = y.shape[1]
+    torch.save({"state_dict": {"model.weight": torch.randn(1, dim, generator=gen), "model.bias": torch.zeros(1)},
+                "epoch": 3}, tmp_path / "disease_classifier.ckpt")
+    torch.save(torch.from_numpy(y.mean(0)), tmp_path / "semantic_mean.pt")
+    torch.save(torch.from_numpy(y.std(0) + 1e-3), tmp_path / "semantic_std.pt")
+    write_official_probe(tmp_path / "disease_classifier.ckpt", tmp_path / "semantic_mean.pt",
+                         tmp_path / "semantic_std.pt", tmp_path / "probe.pt")
+    run("manipulate", *data_args(root), *ldae_args(root), "--embeddings", emb, "--probe-file", tmp_path / "probe.pt",
+        "--config", json.dumps({"scales": [0, 3], "ddim_steps": 2}),
+        "--table", res / "m.tsv", "--figure-cn", res / "f6.png", "--figure-ad", res / "f7.png",
+        "--volumes", res / "vol")
+    man = read_table(res / "m.tsv")
+    assert set(man.diagnosis) == {"AD", "CN"} and f"Probe: {tmp_path / 'probe.pt'}" in (res / "m.md").read_text()
+    cn = man[man.diagnosis == "CN"].sort_values("scale").p_positive_code.to_numpy()
+    ad = man[man.diagnosis == "AD"].sort_values("scale").p_positive_code.to_numpy()
+    assert cn[1] < cn[0] and ad[1] > ad[0]  # moved towards AD (= 0) and towards CN (= 1) along the imported w
+    torch.save({"weight": torch.zeros(1, dim + 1), "bias": torch.zeros(1)}, tmp_path / "wide.ckpt")
+    torch.save(torch.zeros(dim + 1), tmp_path / "m.pt")
+    torch.save(torch.ones(dim + 1), tmp_path / "s.pt")
+    write_official_probe(tmp_path / "wide.ckpt", tmp_path / "m.pt", tmp_path / "s.pt", tmp_path / "wide.pt")
+    with pytest.raises(SystemExit, match=f"{dim + 1} inputs.*{dim}-d"):
+        cli.main(["manipulate", *map(str, [*data_args(root), *ldae_args(root), "--embeddings", emb, "--probe-file",
+                                           tmp_path / "wide.pt", "--table", res / "w.tsv", "--figure-cn",
+                                           res / "w6.png", "--figure-ad", res / "w7.png", "--volumes", res / "wv"])])

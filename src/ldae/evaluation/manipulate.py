@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-cn", required=True, type=Path, help="CN scan moved towards AD")
     parser.add_argument("--figure-ad", required=True, type=Path, help="AD scan moved towards CN")
     parser.add_argument("--volumes", required=True, type=Path, help="folder for the decoded NIfTI volumes")
+    parser.add_argument("--probe-file", type=Path, default=None,
+                        help="a probe file (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
+                             "write_official_probe) instead of training the probe on probe_train")
     args = parser.parse_args(argv)
     runtime.setup(args.threads)
     cfg = {**MANIP_DEFAULTS, **runtime.parse_json(args.config)}
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     emb = load_embeddings(args.embeddings)
     table, features = embedding_table(args.sessions, args.splits, {"ldae": emb})
     try:
-        data = probe_splits(table, features["ldae"], "ad", positive, pcfg["age_diagnoses"])
+        data = None if args.probe_file else probe_splits(table, features["ldae"], "ad", positive,
+                                                         pcfg["age_diagnoses"])
     except ProbeDataError as error:
         from .figures import placeholder_figure
 
@@ -129,9 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         args.volumes.mkdir(parents=True, exist_ok=True)
         print(message)
         return 0
-    probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"], data.y["probe_val"],
-                               "classification", lr=float(pcfg["lr"]), epochs=int(pcfg["classifier_epochs"]),
-                               batch_size=int(pcfg["batch_size"]), seed=int(pcfg["seed"]))
+    if args.probe_file:
+        from .probe_file import load_probe
+
+        probe = load_probe(args.probe_file, positive)
+        if probe.scaler.n_features_in_ != features["ldae"].shape[1]:
+            raise SystemExit(f"manipulate: the probe {args.probe_file} has {probe.scaler.n_features_in_} inputs, "
+                             f"the embeddings {args.embeddings} are {features['ldae'].shape[1]}-d")
+        probe_note = f"Probe: {args.probe_file} (given, not trained); positive class {positive}."
+    else:
+        probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
+                                   data.y["probe_val"], "classification", lr=float(pcfg["lr"]),
+                                   epochs=int(pcfg["classifier_epochs"]), batch_size=int(pcfg["batch_size"]),
+                                   seed=int(pcfg["seed"]))
+        probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
     images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)
     test = test.merge(emb.ids, on=["participant_id", "session_id"], how="inner")
@@ -168,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     result = (pd.concat(rows, ignore_index=True) if rows
               else pd.DataFrame([{"participant_id": "n/a", "scale": float("nan")}]))
     notes = [
-        f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}.",
+        probe_note,
         f"Shift: s * {cfg['step']} * sqrt(D) * w / ||w|| in z-scored y_sem space, x_T kept from the inversion with "
         f"the original y_sem, DDIM {cfg['ddim_steps']} steps.",
         "p_positive_code: probe on the shifted code; p_positive_decoded: probe on the re-encoded decoded scan; "
