@@ -11,7 +11,8 @@ chosen to land near the paper's 130M parameters (Table 5) with the ConvNeXt-Smal
 Config keys (section ``dae``): spatial_dims: 3, in_channels: 1, channels: [32, 64, 128, 256, 256] ...
 (see ``DAE_DEFAULTS``), y_dim: 768, condition_encoder: true (condition the down path too, as DiffAE),
 encoder: {...} (the ``ldae.encoder`` keys), resample_axes: "all" (isotropic down/upsampling of the image; the
-LDM's default ``last_two`` is the authors' choice for their latent, not for this baseline). Section ``supervised``: num_outputs: 1, encoder: {...}.
+LDM's default ``last_two`` is the authors' choice for their latent, not for this baseline).
+Section ``supervised``: num_outputs: 1, encoder: {...}.
 """
 
 from __future__ import annotations

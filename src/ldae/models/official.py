@@ -338,7 +338,8 @@ def _compare(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size]
 
 def _raise(problems: list[str], what: str, hint: str) -> None:
     if problems:
-        shown = "\n  ".join(problems[:12]) + (f"\n  ... ({len(problems)} problems in all)" if len(problems) > 12 else "")
+        more = f"\n  ... ({len(problems)} problems in all)" if len(problems) > 12 else ""
+        shown = "\n  ".join(problems[:12]) + more
         raise OfficialWeightsError(f"cannot convert {what}:\n  {shown}\n{hint}")
 
 
