@@ -9,6 +9,8 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.blocks import SpatialAttentionBlock
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 
 torch.set_num_threads(1)
@@ -28,7 +30,7 @@ from ldae.models import (  # noqa: E402
     load_frozen_unet,
     load_pretrained_autoencoder,
 )
-from ldae.models.ldm_unet import AdaGNResnetBlock  # noqa: E402
+from ldae.models.ldm_unet import AdaGNResnetBlock, resample_factors, set_resample_axes  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder, rgb_to_single_channel_conv  # noqa: E402
 
 TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8,
@@ -261,6 +263,77 @@ def test_gradient_estimator_trains_and_ldm_stays_frozen():
     assert all(torch.equal(before[k], v) for k, v in est.ldm.state_dict().items())
     assert not est.ldm.training
     assert torch.count_nonzero(est(x0, t, enc(img))) > 0  # G is no longer zero
+
+
+def _down_up_shapes(model: nn.Module, unet: nn.Module, *inputs) -> tuple[list, list]:
+    """Spatial shapes after each down block and each up block of ``unet`` during ``model(*inputs)``."""
+    down, up = [], []
+    hooks = [b.register_forward_hook(lambda m, i, o: down.append(tuple(o[0].shape[2:]))) for b in unet.down_blocks]
+    hooks += [b.register_forward_hook(lambda m, i, o: up.append(tuple(o.shape[2:]))) for b in unet.up_blocks]
+    try:
+        model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return down, up
+
+
+@pytest.mark.parametrize("axes, expected", [
+    ("last_two", [(16, 10, 8), (16, 5, 4), (16, 5, 4)]),  # authors: 16x20x16 -> 16x10x8 -> 16x5x4
+    ("all", [(8, 10, 8), (4, 5, 4), (4, 5, 4)]),  # MONAI's isotropic samplers
+])
+def test_paper_ldm_feature_shapes_and_parameter_counts(axes, expected):
+    """Paper size on the meta device: the resampling axes change the feature shapes, not the parameters."""
+    with torch.device("meta"):
+        ldm = build_ldm_unet({"resample_axes": axes})
+        est = GradientEstimator(ldm, y_dim=768)
+        x, t, y = torch.empty(1, 3, 16, 20, 16), torch.tensor([5]), torch.empty(1, 768)
+    assert count_parameters(ldm) == 486_927_363  # the authors' UNet, tensor for tensor
+    assert count_parameters(est, trainable_only=True) == 378_411_779  # the authors' ShiftUNet branch
+    down, up = _down_up_shapes(ldm, ldm, x, t)
+    assert down == expected and up == [expected[0], (16, 20, 16), (16, 20, 16)]
+    branch = nn.Module()
+    branch.down_blocks, branch.up_blocks = ldm.down_blocks, est.branch["up_blocks"]  # the branch follows the LDM
+    down_b, up_b = _down_up_shapes(lambda *a: est(*a, return_eps=True), branch, x, t, y)
+    assert down_b == expected and up_b == [expected[0], (16, 20, 16), (16, 20, 16)]
+
+
+def test_ldm_authors_defaults_norm_eps_resampling_and_init():
+    unet = build_ldm_unet(TINY_LDM)
+    norms = [m for m in unet.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.eps == 1e-5 for m in norms)  # authors: torch's GroupNorm default
+    attn = [m.attn.out_proj for m in unet.modules() if isinstance(m, SpatialAttentionBlock)]
+    assert attn and all(torch.count_nonzero(p) == 0 for m in attn for p in m.parameters())  # zero-initialised
+    est = GradientEstimator(_pretrained_ldm(), y_dim=24)
+    branch_attn = [m.attn.out_proj for m in est.branch.modules() if isinstance(m, SpatialAttentionBlock)]
+    assert branch_attn and all(torch.count_nonzero(p) == 0 for m in branch_attn for p in m.parameters())
+    assert resample_factors(3, "last_two") == (1, 2, 2) and resample_factors(3, "all") == (2, 2, 2)
+    assert resample_factors(2, "last_two") == (2, 2)
+    with pytest.raises(ValueError, match="resample_axes"):
+        build_ldm_unet({**TINY_LDM, "resample_axes": "first"})
+    # the authors' samplers: average pooling (1, 2, 2), nearest x2 on the last two axes
+    x = torch.randn(2, 16, 4, 6, 8)
+    block = unet.down_blocks[0].downsampler
+    assert torch.equal(block.downsample(x), F.avg_pool3d(x, (1, 2, 2)))
+    up = unet.up_blocks[0].upsampler
+    assert torch.equal(up.upsample(x), F.interpolate(x, size=(4, 12, 16), mode="nearest"))
+    # conv samplers (resblock_updown: false) follow the axes too
+    conv = build_ldm_unet({**TINY_LDM, "resblock_updown": False}).eval()
+    down, up_shapes = _down_up_shapes(conv, conv, torch.randn(1, 3, 4, 8, 8), torch.tensor([3]))
+    assert down == [(4, 4, 4), (4, 2, 2), (4, 2, 2)] and up_shapes == [(4, 4, 4), (4, 8, 8), (4, 8, 8)]
+    # switching back to isotropic restores MONAI's samplers exactly
+    iso = set_resample_axes(build_ldm_unet(TINY_LDM), "all")
+    assert torch.equal(iso.down_blocks[0].downsampler.downsample(x), F.avg_pool3d(x, 2))
+
+
+def test_voxel_dae_resamples_isotropically():
+    """The image-space DAE keeps MONAI's isotropic samplers (dae.network.resample_axes: all)."""
+    with torch.device("meta"):
+        dae = VoxelDAE({**TINY_DAE, "encoder": TINY_ENC})
+        x, t = torch.empty(1, 1, 8, 8, 8), torch.tensor([5])
+        y = torch.empty(1, 24)
+    down, _ = _down_up_shapes(dae, dae.unet, x, t, y)
+    assert down == [(4, 4, 4), (4, 4, 4)]
 
 
 def test_load_frozen_unet(tmp_path):

@@ -10,7 +10,9 @@ chosen to land near the paper's 130M parameters (Table 5) with the ConvNeXt-Smal
 
 Config keys (section ``dae``): spatial_dims: 3, in_channels: 1, channels: [32, 64, 128, 256, 256] ...
 (see ``DAE_DEFAULTS``), y_dim: null (the encoder's), condition_encoder: true (condition the down path too, as DiffAE),
-encoder: {...} (the ``ldae.encoder`` keys). Section ``supervised``: num_outputs: 1, encoder: {...}.
+encoder: {...} (the ``ldae.encoder`` keys), resample_axes: "all" (isotropic down/upsampling of the image; the
+LDM's default ``last_two`` is the authors' choice for their latent, not for this baseline).
+Section ``supervised``: num_outputs: 1, encoder: {...}.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import DiffusionModelUNet
 
-from .ldm_unet import _head_channels, convert_resnet_blocks, unet_decode, unet_encode
+from .ldm_unet import _head_channels, convert_resnet_blocks, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
 __all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder"]
@@ -39,6 +41,7 @@ DAE_DEFAULTS: dict[str, Any] = {
     "dropout": 0.1,
     "time_conditioning": "scale_shift",
     "resblock_updown": True,
+    "resample_axes": "all",
     "use_flash_attention": False,
     "y_dim": None,
     "condition_encoder": True,
@@ -74,6 +77,7 @@ class VoxelDAE(nn.Module):
         convert_resnet_blocks(self.unet.down_blocks, mode, drop, temb if c["condition_encoder"] else None)
         convert_resnet_blocks(self.unet.middle_block, mode, drop, temb)
         convert_resnet_blocks(self.unet.up_blocks, mode, drop, temb)
+        set_resample_axes(self.unet, str(c["resample_axes"]), int(c["spatial_dims"]))
         self.y_proj = nn.Linear(self.y_dim, temb)
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:

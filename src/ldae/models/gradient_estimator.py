@@ -6,7 +6,10 @@ decoder branch - middle block, up path and output layer with the LDM's own confi
 the MONAI blocks of the LDM) - consumes those skips. Its residual blocks are :class:`AdaGNResnetBlock` s that take
 the timestep and ``y_sem`` by AdaGN: ``h = (1 + z_s) * (GN(h) * (1 + t_s) + t_b) + z_b`` with ``y`` projected by
 ``Linear(y_dim -> time-embedding dim)`` and then per block by ``SiLU + Linear(-> 2 * C)``. The output convolution
-is zero-initialised, so ``G == 0`` at initialisation and the LDAE starts exactly at the pretrained LDM.
+is zero-initialised, so ``G == 0`` at initialisation and the LDAE starts exactly at the pretrained LDM. Being copies
+of the LDM's blocks, the branch resamples on the LDM's axes (``ldm.network.resample_axes``) and uses its GroupNorm
+epsilon; a freshly initialised branch zeroes its residual ``conv2`` s and attention output projections (authors'
+init). Parameters: branch + ``y_proj`` 378,411,779 at the paper size (as the authors' ``ShiftUNet`` branch).
 
 Config keys (section ``ldae``): ``ldm_checkpoint`` (path to the stage-2 weights - required, never silently random),
 ``y_dim`` (768), ``share_middle_block`` (false: the new branch has its own middle block, as in the paper),
@@ -26,7 +29,15 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import DiffusionModelUNet
 
-from .ldm_unet import AdaGNResnetBlock, build_ldm_unet, convert_resnet_blocks, unet_decode, unet_encode, zero_module
+from .ldm_unet import (
+    AdaGNResnetBlock,
+    build_ldm_unet,
+    convert_resnet_blocks,
+    unet_decode,
+    unet_encode,
+    zero_attention_out_proj,
+    zero_module,
+)
 
 __all__ = ["GradientEstimator", "load_frozen_unet", "load_unet_state_dict", "extract_state_dict"]
 
@@ -96,6 +107,7 @@ class GradientEstimator(nn.Module):
             for m in branch.modules():
                 if isinstance(m, AdaGNResnetBlock):
                     zero_module(m.conv2)  # MONAI's residual-block convention
+            zero_attention_out_proj(branch)  # authors' init
         zero_module(branch["out"][-1])  # G == 0 at init
         self.branch = branch
         self.y_proj = nn.Linear(self.y_dim, temb_dim)

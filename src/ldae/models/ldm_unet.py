@@ -11,14 +11,21 @@ state-dict keys). The rest of the network (down/mid/up blocks, attention, time e
 Extra conditioning travels through MONAI's block ``forward`` untouched: the blocks only hand ``temb`` on to their
 residual blocks, so we pass ``torch.cat([t_emb, y_emb], 1)`` and :class:`AdaGNResnetBlock` splits it.
 
-Config keys (section ``ldm``; defaults = the paper, Table 3 + authors' code):
-    latent_channels: 3, channels: [256, 512, 768], num_res_blocks: 2, attention_levels: [false, true, true],
-    num_heads: 1 (num_head_channels = channels // num_heads), norm_num_groups: 32, norm_eps: 1.0e-6,
-    dropout: 0.1, time_conditioning: "scale_shift" (AdaGN) | "additive" (plain MONAI), resblock_updown: true,
-    use_flash_attention: false, spatial_dims: 3.
+Down/upsampling: the authors pool and upsample only the LAST TWO spatial axes (average pooling with kernel = stride
+(1, 2, 2), nearest x2 on the last two axes): latent 16x20x16 -> 16x10x8 -> 16x5x4. MONAI's samplers are isotropic
+(-> 8x10x8 -> 4x5x4). :func:`set_resample_axes` swaps the MONAI samplers of a built network (also those inside the
+residual blocks used for resampling) for ones acting on the chosen axes; parameters and state-dict keys are unchanged.
+The attention output projections are zero-initialised (authors' init), like MONAI's ``conv2`` and output conv.
 
-``resblock_updown: true`` + ``scale_shift`` gives 486.9M parameters for the paper configuration, the paper's
-"LDDIM @486M" (guided-diffusion style U-Net of the authors' code); the plain MONAI variants give 441-475M.
+Config keys (section ``ldm.network``; defaults = the paper, Table 3 + authors' code):
+    latent_channels: 3, channels: [256, 512, 768], num_res_blocks: 2, attention_levels: [false, true, true],
+    num_heads: 1 (num_head_channels = channels // num_heads), norm_num_groups: 32, norm_eps: 1.0e-5,
+    dropout: 0.1, time_conditioning: "scale_shift" (AdaGN) | "additive" (plain MONAI), resblock_updown: true,
+    resample_axes: "last_two" (authors) | "all" (MONAI, isotropic), use_flash_attention: false, spatial_dims: 3.
+
+``resblock_updown: true`` + ``scale_shift`` gives 486,927,363 parameters for the paper configuration, the paper's
+"LDDIM @486M" (guided-diffusion style U-Net of the authors' code, layer for layer); the plain MONAI variants give
+441-475M.
 """
 
 from __future__ import annotations
@@ -28,13 +35,24 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from monai.networks.blocks import SpatialAttentionBlock
+from monai.networks.layers.factories import Pool
 from monai.networks.nets import DiffusionModelUNet
-from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock, get_timestep_embedding
+from monai.networks.nets.diffusion_model_unet import (
+    DiffusionUnetDownsample,
+    DiffusionUNetResnetBlock,
+    WrappedUpsample,
+    get_timestep_embedding,
+)
 
 __all__ = [
     "LDM_DEFAULTS",
     "AdaGNResnetBlock",
     "convert_resnet_blocks",
+    "RESAMPLE_AXES",
+    "resample_factors",
+    "set_resample_axes",
+    "zero_attention_out_proj",
     "build_ldm_unet",
     "count_parameters",
     "unet_time_embedding",
@@ -51,14 +69,16 @@ LDM_DEFAULTS: dict[str, Any] = {
     "attention_levels": [False, True, True],
     "num_heads": 1,
     "norm_num_groups": 32,
-    "norm_eps": 1e-6,
+    "norm_eps": 1e-5,
     "dropout": 0.1,
     "time_conditioning": "scale_shift",
     "resblock_updown": True,
+    "resample_axes": "last_two",
     "use_flash_attention": False,
 }
 
 _TIME_MODES = ("scale_shift", "additive")
+RESAMPLE_AXES = ("last_two", "all")
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -176,6 +196,41 @@ def convert_resnet_blocks(
     return module
 
 
+def resample_factors(spatial_dims: int, resample_axes: str) -> tuple[int, ...]:
+    """Per-axis down/upsampling factors: 2 on every axis (``all``) or on the last two only (``last_two``)."""
+    if resample_axes not in RESAMPLE_AXES:
+        raise ValueError(f"resample_axes must be one of {RESAMPLE_AXES}, got {resample_axes!r}")
+    first = spatial_dims - 2 if resample_axes == "last_two" else 0
+    return tuple(1 if axis < first else 2 for axis in range(spatial_dims))
+
+
+def set_resample_axes(module: nn.Module, resample_axes: str, spatial_dims: int = 3) -> nn.Module:
+    """Make every MONAI down/upsampler inside ``module`` act on ``resample_axes``; in place, returns ``module``.
+
+    Average-pooling downsamplers get ``AvgPool(kernel = stride = factors)``, convolutional ones (``resblock_updown:
+    false``) the stride ``factors``; nearest upsamplers get ``scale_factor = factors`` (their ``post_conv`` is kept).
+    Residual blocks used for resampling hold such modules too. No parameter changes.
+    """
+    factors = resample_factors(spatial_dims, resample_axes)
+    for m in module.modules():
+        if isinstance(m, DiffusionUnetDownsample):
+            if m.use_conv:
+                m.op.conv.stride = factors
+            else:
+                m.op = Pool[Pool.AVG, spatial_dims](kernel_size=factors, stride=factors)
+        elif isinstance(m, WrappedUpsample):
+            m.upsample_non_trainable = nn.Upsample(scale_factor=tuple(float(f) for f in factors), mode="nearest")
+    return module
+
+
+def zero_attention_out_proj(module: nn.Module) -> nn.Module:
+    """Zero the output projection of every MONAI self-attention block inside ``module`` (authors' init)."""
+    for m in module.modules():
+        if isinstance(m, SpatialAttentionBlock):
+            zero_module(m.attn.out_proj)
+    return module
+
+
 def _cfg(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(defaults)
     for k, v in (cfg or {}).items():
@@ -195,7 +250,8 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
     """Build the stage-2 latent DDPM U-Net from the ``ldm`` config section (unknown keys are ignored).
 
     A MONAI ``DiffusionModelUNet`` whose residual blocks are :class:`AdaGNResnetBlock` (AdaGN time conditioning and
-    dropout, neither of which MONAI's block has). ``model(x, timesteps)`` works exactly as MONAI's.
+    dropout, neither of which MONAI's block has), resampling on ``resample_axes`` and zero-initialised attention
+    output projections. ``model(x, timesteps)`` works exactly as MONAI's.
     """
     c = _cfg(cfg, LDM_DEFAULTS)
     unet = DiffusionModelUNet(
@@ -213,7 +269,9 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
         use_flash_attention=bool(c["use_flash_attention"]),
     )
     convert_resnet_blocks(unet, time_conditioning=str(c["time_conditioning"]), dropout=float(c["dropout"]))
+    set_resample_axes(unet, str(c["resample_axes"]), int(c["spatial_dims"]))
     # MONAI zero-initialises conv2 of each residual block and the output conv; the converted blocks keep them.
+    zero_attention_out_proj(unet)
     return unet
 
 
