@@ -22,6 +22,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+
+
+if PRETRAINED:
+
+    include: "workflow/rules/pretrained.smk"
+
+
 include: "workflow/rules/evaluate.smk"
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode-latents": ("ldae.training.latents", "encode every session once; scale factor from training latents"),
     "train-ldm": ("ldae.training.ldm", "stage 2: unconditional latent DDPM, final EMA weights"),
     "train-ldae": ("ldae.training.ldae", "stage 3: semantic encoder + gradient estimator (PDAE), best val SSIM"),
+    "import-official": ("ldae.import_official", "the authors' released weights -> models/{autoencoder,ldm,ldae}"),
     "train-dae": ("ldae.training.baselines", "baseline: voxel-space diffusion autoencoder (same semantic encoder)"),
     "train-supervised": ("ldae.training.baselines", "baseline: semantic encoder + linear head, end-to-end (--task)"),
     "embed": ("ldae.evaluation.embed", "y_sem of every session for one model (+ LDAE x_T of test sessions)"),

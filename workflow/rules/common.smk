@@ -106,6 +106,26 @@ def session_table():
     return pd.read_csv(path, sep="\t", dtype=str)
 
 
+# ---- the authors' weights instead of training (config `pretrained:`, workflow/rules/pretrained.smk) ----------
+def pretrained_mode():
+    """True when autoencoder, encoder and decoder are all given; some but not all is a config error."""
+    keys = ("autoencoder", "encoder", "decoder")
+    given = [key for key in keys if config["pretrained"][key]]
+    if given and len(given) < len(keys):
+        missing = ", ".join(f"pretrained.{key}" for key in keys if key not in given)
+        raise ValueError(f"config pretrained: set {missing} too (the authors' three files go together), or none")
+    if not config["pretrained"]["probe"] and (config["pretrained"]["probe_mean"] or config["pretrained"]["probe_std"]):
+        raise ValueError("config pretrained.probe_mean/probe_std given without pretrained.probe")
+    if config["pretrained"]["probe"] and not (config["pretrained"]["probe_mean"] and config["pretrained"]["probe_std"]):
+        raise ValueError("config pretrained.probe needs pretrained.probe_mean and pretrained.probe_std")
+    return bool(given)
+
+
+PRETRAINED = pretrained_mode()
+# the authors' AD-vs-CN probe, imported by rule import_official; rule manipulate then moves y_sem along it
+OFFICIAL_PROBE = out("models", "official_probe") if PRETRAINED and config["pretrained"]["probe"] else None
+
+
 # ---- targets: each rules file adds the final outputs of its stage ----------------------------------
 TARGETS = []
 

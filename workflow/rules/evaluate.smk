@@ -195,6 +195,7 @@ rule manipulate:
         sessions=SESSIONS,
         splits=SPLITS,
         embeddings=out("embeddings", "ldae.npz"),
+        official_probe=[OFFICIAL_PROBE] if OFFICIAL_PROBE else [],
     output:
         table=report(
             out("results", "tables", "figure67_manipulation.tsv"),
@@ -216,6 +217,9 @@ rule manipulate:
     params:
         config=json.dumps(EVAL["manipulation"], sort_keys=True),
         probe=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
+        probe_file=lambda wildcards, input: (
+            f"--probe-file {input.official_probe}/probe.pt" if input.official_probe else ""
+        ),
         images=EVAL_IMAGES_JSON,
     threads: rule_threads("manipulate")
     resources:
@@ -232,7 +236,7 @@ rule manipulate:
         "python -m ldae.cli manipulate --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q} --embeddings {input.embeddings} --config {params.config:q}"
-        " --probe-config {params.probe:q} --table {output.table} --figure-cn {output.figure_cn}"
+        " --probe-config {params.probe:q} {params.probe_file} --table {output.table} --figure-cn {output.figure_cn}"
         " --figure-ad {output.figure_ad} --volumes {output.volumes} --threads {threads} > {log} 2>&1"
 
 
