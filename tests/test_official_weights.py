@@ -19,6 +19,7 @@ import yaml
 torch.set_num_threads(1)
 
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, count_parameters  # noqa: E402
+from ldae.models.semantic_encoder import resolve_y_dim  # noqa: E402
 from ldae.models.official import (  # noqa: E402
     BRANCH_PREFIXES,
     OfficialWeightsError,
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS_JSON = ROOT.parent / "shared" / "official-weights-keys.json"  # CI clones the repo with shared/ beside it
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 PAPER_LDM = {**CONFIG["ldm"]["network"], "latent_channels": CONFIG["autoencoder"]["network"]["latent_channels"]}
-PAPER_Y_DIM = CONFIG["ldae"]["encoder"]["y_dim"]
+PAPER_Y_DIM = resolve_y_dim(CONFIG["ldae"]["encoder"])  # null: the backbone's feature size (768)
 PAPER_AE = CONFIG["autoencoder"]["network"]
 
 # the paper's structure (3 levels, 2 residual blocks, attention at the two deeper levels) at a tiny width
