@@ -18,7 +18,7 @@ Quick reference::
     unet = load_ldm("models/ldm/weights.pt", "models/ldm/config.yaml")          # frozen, eval
     schedule = load_schedule("models/ldm/config.yaml")                          # T=1000 linear betas
     encoder, estimator = load_ldae("models/ldae/weights.pt", "models/ldae/config.yaml", "models/ldm/weights.pt")
-    scale = load_scale_factor("models/latents")                                 # 1 / std of training latents
+    scale = load_scale_factor("models/latents")                                 # scale.json: 0.873 or 1/std (train)
 
     # or everything at once, with the paper's encode/decode operations:
     pipe = load_pipeline("output/models", device="cuda")
