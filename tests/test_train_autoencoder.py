@@ -191,3 +191,24 @@ def test_selection_metric_switch():
     assert A.selection(tiny_cfg(selection_metric="l1")) == ("val/l1", "min")  # authors' code
     with pytest.raises(ValueError, match="selection_metric"):
         A.selection(tiny_cfg(selection_metric="lpips"))
+
+
+def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, monkeypatch):
+    """The authors' 16-mixed precision: gradients are loss-scaled (x 2^16); clipping must see the unscaled ones. The
+    norm each optimiser steps with equals the threshold (clipping the scaled gradients instead, before the step,
+    would leave 1e-4 / 65536). CPU autocast fp16 with a CPU GradScaler exercises Lightning's AMP path."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    norms = record_step_grad_norms(monkeypatch)
+    cfg = tiny_cfg(loss={"adversarial": 0.1}, train={**TINY["train"], "gradient_clip_val": 1e-4})
+    pl.seed_everything(0)
+    module, _, _ = A.build_module(cfg)
+    settings = common.train_settings({**cfg["train"], "max_epochs": 1})
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer.fit(module, stage.loader(Toy(), settings, shuffle=True))
+    steps = [n for v in norms.values() for n in v]
+    assert len(norms) == 2 and len(steps) == 4 and scaler.get_scale() >= 2.0**15, (norms, scaler.get_scale())
+    assert all(0.99e-4 < n <= 1.001e-4 for n in steps), norms
