@@ -129,7 +129,7 @@ def trained(cohort):
         dae_cfg = {"network": {k: v for k, v in TINY_DAE.items() if k != "y_dim"}, "shape": [8, 8, 8],
                    "val_ddim_steps": 2, "cache": "none", "train": TRAIN}
         run("train-dae", "--out-dir", root / "models/dae", *data_args(root), "--config", json.dumps(dae_cfg),
-            "--encoder", json.dumps(ENCODER_SECTION))
+            "--encoder", json.dumps(ENCODER_SECTION), "--ddim", json.dumps({"grid": "exact"}))
         for task in ("ad", "age"):
             run("train-supervised", "--task", task, "--out-dir", root / f"models/supervised_{task}", *data_args(root),
                 "--config", json.dumps({"cache": "none", "lr": 1e-3, "train": TRAIN}),
@@ -145,6 +145,10 @@ def test_baselines_trained_and_loadable(trained):
         assert {"weights.pt", "config.yaml", "summary.json", "metrics.csv"} <= {p.name for p in (m / name).iterdir()}
     dae = load_dae(m / "dae/weights.pt", m / "dae/config.yaml")
     assert dae.shape == (8, 8, 8) and not any(p.requires_grad for p in dae.dae.parameters())
+    # the validation sampler's settings (--ddim) are recorded and reused; an evaluation rule passes its own
+    assert yaml.safe_load((m / "dae/config.yaml").read_text())["ddim"] == {"clip_x0": [-1.0, 1.0], "grid": "exact"}
+    assert dae.ddim.grid == "exact" and load_dae(m / "dae/weights.pt", m / "dae/config.yaml",
+                                                 ddim={"clip_x0": None}).ddim.clip_x0 is None
     sup = load_supervised(m / "supervised_age/weights.pt", m / "supervised_age/config.yaml")
     summary = json.loads((m / "supervised_age/summary.json").read_text())
     assert summary["target"]["mean"] > 60  # age z-scored with probe_train statistics, recorded
@@ -157,12 +161,13 @@ def test_evaluation_verbs_end_to_end(trained):
     root = trained
     emb, res = root / "embeddings", root / "results"
     run("embed", "--model", "ldae", *data_args(root), *ldae_args(root), "--out", emb / "ldae.npz",
-        "--config", json.dumps({"ddim_steps": 3, "batch_size": 4}))
+        "--config", json.dumps({"ddim_steps": 3, "batch_size": 4}), "--ddim", json.dumps({"clip_x0": None}))
     for name in ("dae", "supervised_ad", "supervised_age"):
         run("embed", "--model", name, "--model-dir", root / "models" / name, *data_args(root),
             "--out", emb / f"{name}.npz")
     ldae = load_embeddings(emb / "ldae.npz")
     assert len(ldae.ids) == 14 * 3 and len(ldae.extra["rows"]) == 4 * 3 and int(ldae.extra["steps"]) == 3
+    assert json.loads(str(ldae.extra["ddim"])) == {"clip_x0": None, "grid": "authors"}  # the inversion's settings
 
     run("probe", "--sessions", root / "sessions.tsv", "--splits", root / "splits.tsv",
         "--embeddings", *(f"{n}={emb / n}.npz" for n in ("ldae", "dae", "supervised_ad", "supervised_age")),

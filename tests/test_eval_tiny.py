@@ -110,6 +110,28 @@ def test_dae_pipeline_resizes_and_roundtrips():
     assert tiny_dae().resize(x) is not None and tiny_dae().resize(x).shape == x.shape
 
 
+def test_pipelines_use_their_ddim_settings():
+    from ldae.diffusion import DDIMSettings, ddim_sample
+
+    ldae = tiny_ldae()
+    z = 3 * seeded_noise((1, 3, 8, 8, 8), 0)  # beyond +-1: the clamp bites
+    y = ldae.semantic(volumes(1))
+    ours = DDIMSettings(None, "exact")
+    expect = ddim_sample(ldae.eps_fn(y), z, ldae.schedule, 4, clip_x0=None, grid="exact")
+    ldae.ddim = ours
+    assert torch.equal(ldae.sample(z, y, 4), expect)
+    ldae.ddim = DDIMSettings()  # the authors' clamp and grid
+    assert torch.equal(ldae.sample(z, y, 4), ddim_sample(ldae.eps_fn(y), z, ldae.schedule, 4))
+    assert not torch.allclose(ldae.sample(z, y, 4), expect)
+    # the DAE reads the clamp on the 2x-1 scale: unsigned diffusion clamps to [0, 1]
+    dae = tiny_dae()
+    assert dae.ddim_kwargs() == {"clip_x0": (-1.0, 1.0), "grid": "authors"}
+    dae.signed = False
+    assert dae.ddim_kwargs() == {"clip_x0": (0.0, 1.0), "grid": "authors"}
+    dae.ddim = ours
+    assert dae.ddim_kwargs() == {"clip_x0": None, "grid": "exact"}
+
+
 def test_embeddings_file_roundtrip(tmp_path):
     ldae = tiny_ldae()
     records = [{"participant_id": f"sub-{i // 2}", "session_id": f"ses-M{6 * (i % 2):02d}", "image": str(i),

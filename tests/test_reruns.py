@@ -170,6 +170,43 @@ def test_changing_a_section_reruns_its_stage_and_downstream_only(section, done_r
     assert not upstream & set(jobs)
 
 
+# the rules that sample or invert with DDIM: they pass the `ddim` section through params, nothing else does
+DDIM_RULES = {"train_ldae", "train_dae", "embed", "reconstruct", "interpolate", "manipulate", "time_inference"}
+
+
+def params_changed_by_rule(*configfiles: Path) -> dict[str, set[str]]:
+    """rule -> outputs whose params changed (`--detailed-summary` status), also for jobs that rerun anyway
+    (the dry run's reason then only says that their input files are updated)."""
+    result = snakemake("--detailed-summary", "--cores", "1", "--configfile", *map(str, configfiles))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    header = lines[0]
+    column = {name: header.index(name) for name in ("output_file", "rule", "status")}
+    found: dict[str, set[str]] = {}
+    for row in lines[1:]:
+        if row[column["status"]] == "params changed":
+            found.setdefault(row[column["rule"]], set()).add(row[column["output_file"]])
+    return found
+
+
+@pytest.mark.parametrize("change", [{"grid": "exact"}, {"clip_x0": None}])
+def test_changing_ddim_reruns_the_ddim_rules_and_downstream_only(change, done_run, tmp_path):
+    """`ddim` (x0 clamp, grid) is read by exactly the rules that sample or invert; of the embed jobs only the LDAE's
+    (the others do not run DDIM)."""
+    base, edges = done_run
+    config = config_for(ROOT / "config.yaml", CI)
+    changed = copy.deepcopy(config)
+    changed["ddim"] = config_for_merge(changed["ddim"], change)
+    validate(changed, str(SCHEMA))
+    override = tmp_path / "change.yaml"
+    override.write_text(yaml.safe_dump({"ddim": change}))
+    by_rule = params_changed_by_rule(CI, base, override)
+    assert set(by_rule) == DDIM_RULES, by_rule
+    assert [Path(p).name for p in by_rule["embed"]] == ["ldae.npz"], by_rule["embed"]
+    jobs = dry_run_jobs(CI, base, override)
+    assert set(jobs) == downstream(DDIM_RULES, edges), jobs  # those and what follows, nothing upstream
+
+
 def config_for_merge(section: dict, change: dict) -> dict:
     out = copy.deepcopy(section)
     for key, value in change.items():

@@ -137,3 +137,78 @@ def test_local_perceptual_weights_enable_the_term(tmp_path):
     assert "perceptual" not in dict(module.state_dict())  # kept out of checkpoints
     _, parts, _ = module.generator_losses(Toy(1, size=32).x)
     assert torch.isfinite(parts["perceptual"]) and float(parts["perceptual"]) >= 0
+
+
+def record_step_grad_norms(monkeypatch):
+    """Patch Adam.step to record, per optimiser, the gradient norm it actually steps with (after Lightning's
+    closure and hooks, i.e. after any clipping)."""
+    norms: dict[int, list[float]] = {}
+    original = torch.optim.Adam.step
+
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.setdefault(id(self), []).append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+        return original(self)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return norms
+
+
+@pytest.mark.parametrize("clip", [1e-4, None])
+def test_gradient_clipping_reaches_generator_and_discriminator(tmp_path, monkeypatch, clip):
+    """Manual optimisation: the module clips BOTH optimisers' gradients (Lightning does not); without clipping the
+    same steps have larger norms, so the check can fail."""
+    assert A.DEFAULTS["train"]["gradient_clip_val"] == 1.0  # the authors' value, every stage
+    norms = record_step_grad_norms(monkeypatch)
+    cfg = tiny_cfg(loss={"adversarial": 0.1}, train={**TINY["train"], "gradient_clip_val": clip})
+    fit(tmp_path / "run", 1, cfg)
+    assert len(norms) == 2 and all(len(v) == 2 for v in norms.values())  # G and D, 2 steps each
+    steps = [n for v in norms.values() for n in v]
+    if clip is None:
+        assert min(steps) > 10 * 1e-4, norms
+    else:
+        assert max(steps) <= 1e-4 * (1 + 1e-3), norms
+
+
+def test_lsgan_on_raw_logits_by_default():
+    logits = torch.full((1, 1, 2, 2, 2), -2.0)
+    module, _, _ = A.build_module(tiny_cfg())
+    assert A.DEFAULTS["adversarial_activation"] == "none" and module.adv_loss.activation is None
+    raw = module.adv_loss(logits, target_is_real=True, for_discriminator=True)
+    assert float(raw) == pytest.approx(9.0)  # (-2 - 1)^2: plain least squares on the logits (authors' code)
+    leaky, _, _ = A.build_module(tiny_cfg(adversarial_activation="leaky_relu"))
+    assert float(leaky.adv_loss(logits, target_is_real=True, for_discriminator=True)) == pytest.approx(1.1**2)
+    with pytest.raises(ValueError, match="adversarial_activation"):
+        A.build_module(tiny_cfg(adversarial_activation="sigmoid"))
+
+
+def test_selection_metric_switch():
+    assert A.selection(tiny_cfg()) == ("val/ssim", "max")  # paper
+    assert A.selection(tiny_cfg(selection_metric="l1")) == ("val/l1", "min")  # authors' code
+    with pytest.raises(ValueError, match="selection_metric"):
+        A.selection(tiny_cfg(selection_metric="lpips"))
+
+
+def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, monkeypatch):
+    """The authors' 16-mixed precision: gradients are loss-scaled (x 2^16); clipping must see the unscaled ones. The
+    norm each optimiser steps with equals the threshold (clipping the scaled gradients instead, before the step,
+    would leave 1e-4 / 65536). CPU autocast fp16 with a CPU GradScaler exercises Lightning's AMP path."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    norms = record_step_grad_norms(monkeypatch)
+    cfg = tiny_cfg(loss={"adversarial": 0.1}, train={**TINY["train"], "gradient_clip_val": 1e-4})
+    pl.seed_everything(0)
+    module, _, _ = A.build_module(cfg)
+    settings = common.train_settings({**cfg["train"], "max_epochs": 1})
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=str(tmp_path),
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer.fit(module, stage.loader(Toy(), settings, shuffle=True))
+    steps = [n for v in norms.values() for n in v]
+    assert len(norms) == 2 and len(steps) == 4 and scaler.get_scale() >= 2.0**15, (norms, scaler.get_scale())
+    assert all(0.99e-4 < n <= 1.001e-4 for n in steps), norms

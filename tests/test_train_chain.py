@@ -1,6 +1,7 @@
 """The four training verbs chained on a tiny synthetic cohort of NIfTI files (the real MONAI transforms and
 tables): train-autoencoder -> encode-latents -> train-ldm -> train-ldae, then the published folders loaded with
-ldae.models.io as evaluation does. Also: disk caching, the scale factor over TRAINING latents only, absent
+ldae.models.io as evaluation does. Also: disk caching, the scale factor (authors' fixed value by default; 1/std over
+TRAINING latents only with scale_factor null), the DDIM settings recorded by train-ldae, absent
 pretrained weights recorded, a rerun resuming, and stage 3 refusing a missing stage-2 model."""
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ def chain(cohort):
     run("train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", models / "latents",
         "--ldm-weights", models / "ldm/weights.pt", "--ldm-config", models / "ldm/config.yaml",
         "--autoencoder-weights", models / "autoencoder/weights.pt", "--autoencoder-config",
-        models / "autoencoder/config.yaml", "--out-dir", models / "ldae", "--run-dir", root / "resume/ldae")
+        models / "autoencoder/config.yaml", "--out-dir", models / "ldae", "--run-dir", root / "resume/ldae",
+        "--ddim", json.dumps(OURS_DDIM))
     return root
+
+
+OURS_DDIM = {"clip_x0": None, "grid": "exact"}
 
 
 def test_autoencoder_outputs_and_recorded_warning(chain):
@@ -104,20 +109,36 @@ def test_autoencoder_outputs_and_recorded_warning(chain):
 
 
 def test_latents_cover_every_passed_session_and_scale_uses_training_latents(chain):
-    store = chain / "models/latents"
+    store = chain / "models/latents"  # the defaults: the authors' posterior samples and fixed scale 0.873
     latents = np.load(store / "latents.npy")
     index = pd.read_csv(store / "index.tsv", sep="\t")
     assert latents.shape == (15, 3, 8, 8, 8) and len(index) == 15  # 16 sessions, 1 excluded by QC
-    scale = io.load_scale_factor(store)
-    train = latents[(index.split == "train").to_numpy()]
-    assert scale == pytest.approx(1 / train.std(ddof=1), rel=1e-5)
+    assert io.load_scale_factor(store) == 0.873
     meta = json.loads((store / "scale.json").read_text())
-    assert meta["source"] == "posterior mean" and meta["n_train"] == 9
+    assert meta["source"] == "posterior sample" and meta["n_train"] == 9 and "0.873" in meta["scale_source"]
+    train = latents[(index.split == "train").to_numpy()]
+    assert meta["scaled_train_std"] == pytest.approx(0.873 * train.std(dtype=np.float64), rel=1e-6)
+    # ours: posterior means, 1/std over the TRAINING latents
+    other = chain / "latents_ours"
+    run("encode-latents", *data_args(chain), "--config", json.dumps({"scale_factor": None, "sample": False}),
+        "--autoencoder-weights", chain / "models/autoencoder/weights.pt", "--autoencoder-config",
+        chain / "models/autoencoder/config.yaml", "--out-dir", other)
+    means = np.load(other / "latents.npy")
+    train_means = means[(index.split == "train").to_numpy()]
+    assert io.load_scale_factor(other) == pytest.approx(1 / train_means.std(ddof=1), rel=1e-5)
+    meta = json.loads((other / "scale.json").read_text())
+    assert meta["source"] == "posterior mean" and "1/std" in meta["scale_source"]
+    assert meta["scaled_train_std"] == pytest.approx(1.0, rel=1e-3)
+    assert not np.allclose(means, latents, atol=1e-4)  # samples are not the means
 
 
 def test_models_load_as_evaluation_loads_them(chain):
     models = chain / "models"
     pipe = io.load_pipeline(models)
+    assert pipe.ddim.as_config() == OURS_DDIM  # what train-ldae was given (--ddim) and recorded
+    assert yaml.safe_load((models / "ldae/config.yaml").read_text())["ddim"] == OURS_DDIM
+    assert io.load_pipeline(models, ddim={"grid": "authors"}).ddim.as_config() == {"clip_x0": [-1.0, 1.0],
+                                                                                    "grid": "authors"}
     image = torch.rand(1, 1, 16, 16, 16)
     z = pipe.latent(image)
     y = pipe.semantic(image)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from ldae.diffusion import DDIM_DEFAULTS, DDIMSettings
 from ldae.training import autoencoder as A
 from ldae.training import latents as LT
 from ldae.training import ldae as D
@@ -36,6 +37,28 @@ def test_config_yaml_schema_defaults_and_code_defaults_agree(section):
     assert bare[section] == STAGES[section].DEFAULTS
 
 
+def test_ddim_section_defaults_agree_and_are_the_authors():
+    config = paper()
+    assert config["ddim"] == DDIM_DEFAULTS == {"clip_x0": [-1.0, 1.0], "grid": "authors"}
+    bare = copy.deepcopy(config)
+    del bare["ddim"]
+    validate(bare, str(SCHEMA))
+    assert bare["ddim"] == DDIM_DEFAULTS and DDIMSettings.from_config(bare["ddim"]) == DDIMSettings()
+    for bad in ({"clip_x0": [1.0]}, {"grid": "linear"}, {"clamp": True}):
+        with pytest.raises(Exception, match="clip_x0|grid|clamp"):
+            validate({**copy.deepcopy(config), "ddim": bad}, str(SCHEMA))
+
+
+def test_training_defaults_are_the_authors_where_the_issue_asks():
+    config = paper()
+    for section in ("autoencoder", "ldm", "ldae", "dae", "supervised"):
+        assert config[section]["train"]["gradient_clip_val"] == 1.0, section
+    assert config["autoencoder"]["adversarial_activation"] == "none"
+    assert config["latents"]["sample"] is True and config["latents"]["scale_factor"] == 0.873
+    for overlay in ("profiles/demo/demo.yaml", "tests/configs/ci.yaml"):  # tiny AEs trained from scratch
+        assert yaml.safe_load((ROOT / overlay).read_text())["latents"]["scale_factor"] is None, overlay
+
+
 @pytest.mark.parametrize("overlay", ["profiles/demo/demo.yaml", "tests/configs/ci.yaml"])
 def test_demo_and_ci_overrides_resolve(overlay):
     extra = yaml.safe_load((ROOT / overlay).read_text())
@@ -57,10 +80,11 @@ def test_rules_read_only_their_own_sections():
     text = (ROOT / "workflow/rules/train.smk").read_text()
     rules = dict(re.findall(r"\nrule (\w+):\n(.*?)(?=\nrule |\nTARGETS)", text, flags=re.S))
     allowed = {"train_autoencoder": {"autoencoder", "images"}, "encode_latents": {"latents", "images"},
-               "train_ldm": {"ldm"}, "train_ldae": {"ldae", "images"}}
+               "train_ldm": {"ldm"}, "train_ldae": {"ldae", "images", "ddim"}}
     assert set(rules) == set(allowed)
     for rule, body in rules.items():
         used = set(re.findall(r'config\["(\w+)"\]', body)) | ({"images"} if "IMAGES_JSON" in body else set())
+        used |= {"ddim"} if "DDIM_JSON" in body else set()
         assert used == allowed[rule], rule
 
 

@@ -135,3 +135,30 @@ def test_unknown_key_in_section_is_an_error(tmp_path):
     store = make_store(tmp_path / "latents")
     with pytest.raises(ValueError, match="ldm.learning_rate"):
         L.main(["--latents", str(store.root), "--out-dir", str(tmp_path / "o"), "--config", '{"learning_rate": 1}'])
+
+
+@pytest.mark.parametrize("clip", [1e-4, None])
+def test_gradient_clipping_is_applied(tmp_path, monkeypatch, clip):
+    """Automatic optimisation: train.gradient_clip_val (default 1.0, the authors') reaches Lightning's clipping: the
+    norm Adam steps with is at most the threshold (and without clipping larger, so the check can fail)."""
+    from ldae.training import common
+
+    assert L.DEFAULTS["train"]["gradient_clip_val"] == 1.0 and common.TRAIN_DEFAULTS["gradient_clip_val"] == 1.0
+    norms = []
+    original = torch.optim.Adam.step
+
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        grads = [p.grad.norm() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.stack(grads).norm()))
+        return original(self)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    store = make_store(tmp_path / "latents")
+    cfg = {**TINY, "ema_decay": 0.0, "train": {**TINY["train"], "max_epochs": 1, "gradient_clip_val": clip}}
+    assert L.main(["--latents", str(store.root), "--out-dir", str(tmp_path / "out"), "--run-dir",
+                   str(tmp_path / "run"), "--config", json.dumps(cfg), "--devices", "0"]) == 0
+    assert len(norms) == 2  # 4 training latents, batch 2
+    assert (max(norms) <= 1e-4 * (1 + 1e-3)) if clip else (min(norms) > 1e-3), norms

@@ -1,6 +1,7 @@
 # Baselines of Tables 5-7 (training): the voxel-space DAE and the supervised encoder (src/ldae/training/baselines.py).
 # Both reuse the LDAE's semantic encoder section (ldae.encoder) with their own overrides; each rule's params come
-# from its own section (dae / supervised) plus that encoder section, so `--config dae=...` reruns only the DAE.
+# from its own section (dae / supervised) plus that encoder section (train_dae also `ddim`: its validation sampler),
+# so `--config dae=...` reruns only the DAE.
 # Included by evaluate.smk.
 import json
 
@@ -24,7 +25,11 @@ rule train_dae:
         config=json.dumps(config["dae"], sort_keys=True),
         encoder=json.dumps(LDAE_ENCODER, sort_keys=True),
         images=EVAL_IMAGES_JSON,
-        run_dir=resume_dir("train_dae", {"dae": config["dae"], "encoder": LDAE_ENCODER, "images": config["images"]}),
+        ddim=DDIM_JSON,
+        run_dir=resume_dir(
+            "train_dae",
+            {"dae": config["dae"], "encoder": LDAE_ENCODER, "images": config["images"], "ddim": config["ddim"]},
+        ),
     threads: rule_threads("train_dae")
     resources:
         **rule_resources("train_dae"),
@@ -38,7 +43,7 @@ rule train_dae:
         container_for("torch")
     shell:
         "python -m ldae.cli train-dae --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
-        " --images {params.images:q} --config {params.config:q} --encoder {params.encoder:q}"
+        " --images {params.images:q} --config {params.config:q} --encoder {params.encoder:q} --ddim {params.ddim:q}"
         " --run-dir {params.run_dir} --out-dir {output.model} --devices {resources.gpu} --threads {threads}"
         " > {log} 2>&1"
 

@@ -1,5 +1,6 @@
 # Paths, the `ldae` command line, per-rule resources, the session table and the final targets.
 # Computation code never builds derivative paths: ldae.preprocess.naming decides those names.
+import json
 import os
 import sys
 
@@ -16,6 +17,11 @@ OUT = config["out_dir"]
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p))
 if not workflow.deployment_settings.deployment_method:
     os.environ.update(PATH=os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", ""))))
+
+
+# The `ddim` section (x0 clamp, grid) as every rule that samples or inverts passes it through params (train_ldae,
+# train_dae, embed, reconstruct, interpolate, manipulate, time_inference): a change reruns exactly those.
+DDIM_JSON = json.dumps(config["ddim"], sort_keys=True)
 
 
 def out(*parts):

@@ -1,6 +1,7 @@
 # Evaluation: embeddings, the paper's Tables 5-7 and Figures 5-8, one results README (src/ldae/evaluation/).
-# Every rule reads only its own sub-section of `evaluation:` (+ `images:` where it loads scans), so
-# `--config evaluation=...` reruns evaluation only. Reported numbers come from the test split only.
+# Every rule reads only its own sub-section of `evaluation:` (+ `images:` where it loads scans, + `ddim:` where it
+# samples or inverts), so `--config evaluation=...` reruns evaluation only. Reported numbers come from the test
+# split only.
 # The baselines' training rules (and EVAL_QC, MODELS_DIR, LDAE_ENCODER) come from baselines.smk, included here.
 import json
 
@@ -46,6 +47,7 @@ rule embed:
             if wildcards.model == "ldae"
             else f"--model-dir {input.model}"
         ),
+        ddim=lambda wildcards: DDIM_JSON if wildcards.model == "ldae" else "",  # only the LDAE inverts here
     threads: rule_threads("embed")
     resources:
         **rule_resources("embed"),
@@ -60,7 +62,7 @@ rule embed:
     shell:
         "python -m ldae.cli embed --model {wildcards.model} {params.models} --qc {input.qc}"
         " --sessions {input.sessions} --splits {input.splits} --images {params.images:q} --config {params.config:q}"
-        " --out {output.embeddings} --threads {threads} > {log} 2>&1"
+        " --ddim {params.ddim:q} --out {output.embeddings} --threads {threads} > {log} 2>&1"
 
 
 rule probe:
@@ -128,6 +130,7 @@ rule reconstruct:
             {**EVAL["reconstruction"], "lpips_weights": EVAL["lpips_weights"], "seed": SEED}, sort_keys=True
         ),
         images=EVAL_IMAGES_JSON,
+        ddim=DDIM_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
     threads: rule_threads("reconstruct")
     resources:
@@ -143,8 +146,9 @@ rule reconstruct:
     shell:
         "python -m ldae.cli reconstruct --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} {params.dae} --qc {input.qc} --sessions {input.sessions}"
-        " --splits {input.splits} --images {params.images:q} --config {params.config:q} --table {output.table}"
-        " --per-session {output.per_session} --figure {output.figure} --threads {threads} > {log} 2>&1"
+        " --splits {input.splits} --images {params.images:q} --config {params.config:q} --ddim {params.ddim:q}"
+        " --table {output.table} --per-session {output.per_session} --figure {output.figure} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule interpolate:
@@ -169,6 +173,7 @@ rule interpolate:
         ),
     params:
         config=json.dumps({**EVAL["interpolation"], "seed": SEED}, sort_keys=True),
+        ddim=DDIM_JSON,
     threads: rule_threads("interpolate")
     resources:
         **rule_resources("interpolate"),
@@ -183,7 +188,7 @@ rule interpolate:
     shell:
         "python -m ldae.cli interpolate --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} --sessions {input.sessions} --splits {input.splits}"
-        " --embeddings {input.embeddings} --config {params.config:q} --table {output.table}"
+        " --embeddings {input.embeddings} --config {params.config:q} --ddim {params.ddim:q} --table {output.table}"
         " --triplets {output.triplets} --figure {output.figure} --threads {threads} > {log} 2>&1"
 
 
@@ -221,6 +226,7 @@ rule manipulate:
             f"--probe-file {input.official_probe}/probe.pt" if input.official_probe else ""
         ),
         images=EVAL_IMAGES_JSON,
+        ddim=DDIM_JSON,
     threads: rule_threads("manipulate")
     resources:
         **rule_resources("manipulate"),
@@ -236,7 +242,8 @@ rule manipulate:
         "python -m ldae.cli manipulate --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q} --embeddings {input.embeddings} --config {params.config:q}"
-        " --probe-config {params.probe:q} {params.probe_file} --table {output.table} --figure-cn {output.figure_cn}"
+        " --probe-config {params.probe:q} {params.probe_file} --ddim {params.ddim:q} --table {output.table}"
+        " --figure-cn {output.figure_cn}"
         " --figure-ad {output.figure_ad} --volumes {output.volumes} --threads {threads} > {log} 2>&1"
 
 
@@ -259,6 +266,7 @@ rule time_inference:
     params:
         config=json.dumps(EVAL["timing"], sort_keys=True),
         images=EVAL_IMAGES_JSON,
+        ddim=DDIM_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
         # training wall time from the training rules' benchmark files (read if present, never a rerun trigger)
         bench_ldae=" ".join(
@@ -280,7 +288,8 @@ rule time_inference:
         "python -m ldae.cli time-inference --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} {params.dae} --qc {input.qc} --sessions {input.sessions}"
         " --splits {input.splits} --images {params.images:q} --reconstruction {input.reconstruction}"
-        " --config {params.config:q} --benchmarks-ldae {params.bench_ldae} --benchmarks-dae {params.bench_dae}"
+        " --config {params.config:q} --ddim {params.ddim:q} --benchmarks-ldae {params.bench_ldae}"
+        " --benchmarks-dae {params.bench_dae}"
         " --table {output.table} --threads {threads} > {log} 2>&1"
 
 

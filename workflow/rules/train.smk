@@ -1,5 +1,6 @@
 # AutoencoderKL -> latents -> latent DDPM -> LDAE (training stages; src/ldae/training/, README.md "Training").
-# Each rule reads only its own config section (+ `images` where it loads scans) through params, so e.g.
+# Each rule reads only its own config section (+ `images` where it loads scans, + `ddim` for train_ldae's validation
+# sampler) through params, so e.g.
 # `--config ldm='{lr: 1e-5}'` reruns train_ldm and what follows, nothing above. Training state lives in a
 # resume folder outside the outputs (resume_dir): a restarted job continues from its last.ckpt; on success the
 # weights, resolved config, metrics and summary are published into models/<stage>/ (ldae.models.io loads them).
@@ -121,7 +122,8 @@ rule train_ldm:
 
 
 rule train_ldae:
-    """Stage 3: semantic encoder + gradient estimator on the frozen stage-2 U-Net (PDAE); best val SSIM."""
+    """Stage 3: semantic encoder + gradient estimator on the frozen stage-2 U-Net (PDAE); best val SSIM (DDIM per
+    the `ddim` section)."""
     input:
         qc=TRAIN_QC,
         sessions=SESSIONS,
@@ -140,7 +142,8 @@ rule train_ldae:
     params:
         config=json.dumps(config["ldae"], sort_keys=True),
         images=IMAGES_JSON,
-        run_dir=resume_dir("train_ldae", {"ldae": config["ldae"], "images": config["images"]}),
+        ddim=DDIM_JSON,
+        run_dir=resume_dir("train_ldae", {"ldae": config["ldae"], "images": config["images"], "ddim": config["ddim"]}),
     threads: rule_threads("train_ldae")
     resources:
         **rule_resources("train_ldae"),
@@ -158,8 +161,8 @@ rule train_ldae:
         " --config {params.config:q} --latents {input.latents}"
         " --ldm-weights {input.ldm}/weights.pt --ldm-config {input.ldm}/config.yaml"
         " --autoencoder-weights {input.autoencoder}/weights.pt --autoencoder-config {input.autoencoder}/config.yaml"
-        " --run-dir {params.run_dir} --out-dir {output.model} --devices {resources.gpu} --threads {threads}"
-        " > {log} 2>&1"
+        " --ddim {params.ddim:q} --run-dir {params.run_dir} --out-dir {output.model} --devices {resources.gpu}"
+        " --threads {threads} > {log} 2>&1"
 
 
 TARGETS.extend([AE_MODEL, LATENTS, LDM_MODEL, LDAE_MODEL])

@@ -9,6 +9,7 @@ File format (``embeddings/<model>.npz``, plain numpy, no pickles):
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     load = runtime.ImageLoader(runtime.parse_json(args.images))
     invert, meta = None, {}
     if args.model == "ldae":
-        pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev)
+        pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
+                                          runtime.ddim_settings(args.ddim))
         steps = int(cfg["ddim_steps"])
         semantic = pipe.semantic
 
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             z = pipe.latent(images)
             return z, pipe.invert(z, y, steps)
 
-        meta = {"steps": steps, "scale_factor": pipe.scale_factor}
+        meta = {"steps": steps, "scale_factor": pipe.scale_factor, "ddim": json.dumps(pipe.ddim.as_config())}
     elif args.model == "dae":
         semantic = runtime.load_dae_pipeline(args.model_dir, dev).semantic
     else:

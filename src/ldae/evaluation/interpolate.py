@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         placeholder_figure(args.figure, f"Figure 8: {message}")
         print(message)
         return 0
-    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device())
+    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device(),
+                                      runtime.ddim_settings(args.ddim))
     results, example = interpolation_study(pipe, triplets, emb.lookup("y"), emb.lookup("x_T"), emb.lookup("z"),
                                            steps=steps, batch_size=int(cfg["batch_size"]))
     table = stratify(results)

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     test = test.merge(emb.ids, on=["participant_id", "session_id"], how="inner")
     scores = probe.predict_proba(emb.aligned(test)) if len(test) else np.zeros(0)
     chosen = choose_subjects(test, scores, cfg["subjects"], positive)
-    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device())
+    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device(),
+                                      runtime.ddim_settings(args.ddim))
     load = runtime.ImageLoader(runtime.parse_json(args.images))
     scales = [float(s) for s in cfg["scales"]]
     args.volumes.mkdir(parents=True, exist_ok=True)

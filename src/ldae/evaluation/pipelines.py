@@ -8,16 +8,18 @@ LDAE (paper, "Using the trained model"):
   * decoding: DDIM from ``x_T`` (inverted or noise) guided by ``y_sem``, then ``AE.decode(z / scale)``.
 LDDIM: the same with the frozen, unconditional LDM epsilon. DAE baseline: the same in voxel space with the
 y-conditioned image U-Net (images resized to the DAE's resolution when it differs).
+Every inversion and decoding uses the pipeline's ``ddim`` settings (config section ``ddim``: x0 clamp and grid;
+:class:`ldae.diffusion.DDIMSettings`, default the authors' sampler).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from ldae.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, guided_eps_fn
+from ldae.diffusion import DDIMSettings, DiffusionSchedule, ddim_invert, ddim_sample, guided_eps_fn
 
 __all__ = ["LDAEPipeline", "DAEPipeline", "EncoderPipeline", "seeded_noise", "count_params"]
 
@@ -74,6 +76,7 @@ class LDAEPipeline:
     schedule: DiffusionSchedule
     scale_factor: float
     guidance: str = "score"
+    ddim: DDIMSettings = field(default_factory=DDIMSettings)
 
     def __post_init__(self) -> None:
         for m in (self.autoencoder, self.estimator, self.encoder):
@@ -113,12 +116,14 @@ class LDAEPipeline:
     @torch.no_grad()
     def invert(self, z: torch.Tensor, y_sem: torch.Tensor | None, steps: int) -> torch.Tensor:
         """Deterministic DDIM inversion ``z -> x_T`` (conditioned on ``y_sem``, or unconditional)."""
-        return ddim_invert(self.eps_fn(y_sem), z.to(self.device), self.schedule, num_steps=int(steps))
+        return ddim_invert(self.eps_fn(y_sem), z.to(self.device), self.schedule, num_steps=int(steps),
+                           **self.ddim.kwargs())
 
     @torch.no_grad()
     def sample(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int) -> torch.Tensor:
         """DDIM decoding (eta 0) ``x_T -> z`` (scaled latent)."""
-        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps))
+        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps),
+                           **self.ddim.kwargs())
 
     def parameter_count(self) -> int:
         return count_params(self.autoencoder, self.estimator, self.encoder)
@@ -137,12 +142,15 @@ class DAEPipeline:
 
     Images are in [0, 1] everywhere outside; the semantic encoder sees them so, the diffusion runs on
     ``2 x - 1`` (DiffAE convention; ``signed=False``: on [0, 1] directly). :meth:`invert` takes images,
-    :meth:`sample` returns images (not clamped)."""
+    :meth:`sample` returns images (not clamped). ``ddim.clip_x0`` is read on the signed scale: with
+    ``signed=False`` the range maps like the images (``[-1, 1] -> [0, 1]``), so the default clamps x0 to the image
+    range either way."""
 
     dae: torch.nn.Module
     schedule: DiffusionSchedule
     shape: tuple[int, int, int] | None = None
     signed: bool = True
+    ddim: DDIMSettings = field(default_factory=DDIMSettings)
 
     def __post_init__(self) -> None:
         self.dae.eval()
@@ -167,6 +175,13 @@ class DAEPipeline:
     def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         return (x + 1) / 2 if self.signed else x
 
+    def ddim_kwargs(self) -> dict:
+        """The DDIM settings in the diffusion variable's scale (``clip_x0`` mapped to [0, 1] when unsigned)."""
+        clip = self.ddim.clip_x0
+        if clip is not None and not self.signed:
+            clip = ((clip[0] + 1) / 2, (clip[1] + 1) / 2)
+        return {"clip_x0": clip, "grid": self.ddim.grid}
+
     @torch.no_grad()
     def semantic(self, images: torch.Tensor) -> torch.Tensor:
         return self.dae.encode(self.resize(images)).float()
@@ -184,13 +199,13 @@ class DAEPipeline:
     def invert(self, images_resized: torch.Tensor, y_sem: torch.Tensor, steps: int) -> torch.Tensor:
         """x_T of images already at the DAE's resolution (see :meth:`resize`), in [0, 1]."""
         x0 = self.to_diffusion(images_resized.to(self.device).float())
-        return ddim_invert(self.eps_fn(y_sem), x0, self.schedule, num_steps=int(steps))
+        return ddim_invert(self.eps_fn(y_sem), x0, self.schedule, num_steps=int(steps), **self.ddim_kwargs())
 
     @torch.no_grad()
     def sample(self, x_T: torch.Tensor, y_sem: torch.Tensor, steps: int) -> torch.Tensor:
         """Decoded image in [0, 1] (not clamped)."""
         return self.from_diffusion(ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule,
-                                               num_steps=int(steps)))
+                                               num_steps=int(steps), **self.ddim_kwargs()))
 
     def parameter_count(self) -> int:
         return count_params(self.dae)

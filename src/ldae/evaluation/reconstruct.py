@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         placeholder_figure(args.figure, message)
         print(message)
         return 0
-    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev)
-    dae = runtime.load_dae_pipeline(args.dae, dev) if args.dae else None
+    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
+                                      runtime.ddim_settings(args.ddim))
+    dae = runtime.load_dae_pipeline(args.dae, dev, runtime.ddim_settings(args.ddim)) if args.dae else None
     lpips = LPIPS(cfg["lpips_weights"] or None, seed=int(cfg["seed"]), device=dev)
     load = runtime.ImageLoader(runtime.parse_json(args.images))
     steps = [int(s) for s in cfg["steps"]]

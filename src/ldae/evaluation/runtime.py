@@ -20,7 +20,8 @@ import torch
 log = logging.getLogger("ldae.evaluation")
 
 __all__ = [
-    "base_parser", "add_image_args", "add_ldae_args", "setup", "device", "parse_json", "image_table",
+    "base_parser", "add_image_args", "add_ldae_args", "add_ddim_arg", "ddim_settings", "setup", "device",
+    "parse_json", "image_table",
     "ImageLoader", "load_ldae_pipeline", "load_dae_pipeline", "load_supervised_encoder", "session_table",
 ]
 
@@ -53,6 +54,18 @@ def add_ldae_args(parser: argparse.ArgumentParser, required: bool = True) -> Non
     for name, what in (("autoencoder", "train_autoencoder"), ("latents", "encode_latents"), ("ldm", "train_ldm"),
                        ("ldae", "train_ldae")):
         parser.add_argument(f"--{name}", required=required, type=Path, help=f"model folder of rule {what}")
+    add_ddim_arg(parser)  # every verb that loads the LDAE chain runs DDIM with the `ddim` section
+
+
+def add_ddim_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ddim", default="", help="the `ddim` config section (JSON/YAML; '': the defaults)")
+
+
+def ddim_settings(text: str | None):
+    """:class:`ldae.diffusion.DDIMSettings` from the ``--ddim`` text (x0 clamp and grid of every DDIM call)."""
+    from ldae.diffusion import DDIMSettings
+
+    return DDIMSettings.from_config(parse_json(text))
 
 
 def setup(threads: int = 0) -> None:
@@ -105,8 +118,11 @@ class ImageLoader:
 
 
 # ------------------------------------------------------------------------------------------------ models
-def load_ldae_pipeline(autoencoder: Path, latents: Path, ldm: Path, ldae: Path, device_: torch.device | str = "cpu"):
-    """The trained LDAE chain as an :class:`ldae.evaluation.pipelines.LDAEPipeline`."""
+def load_ldae_pipeline(autoencoder: Path, latents: Path, ldm: Path, ldae: Path, device_: torch.device | str = "cpu",
+                       ddim=None):
+    """The trained LDAE chain as an :class:`ldae.evaluation.pipelines.LDAEPipeline` (``ddim``: DDIMSettings; None:
+    the defaults)."""
+    from ldae.diffusion import DDIMSettings
     from ldae.evaluation.pipelines import LDAEPipeline
     from ldae.models import io
 
@@ -115,13 +131,14 @@ def load_ldae_pipeline(autoencoder: Path, latents: Path, ldm: Path, ldae: Path, 
                                       Path(ldm) / "weights.pt", device_)
     schedule = io.load_schedule(Path(ldm) / "config.yaml")
     guidance = io.stage_section(Path(ldae) / "config.yaml", "ldae").get("guidance", "score")
-    return LDAEPipeline(ae, estimator, encoder, schedule, io.load_scale_factor(latents), guidance)
+    return LDAEPipeline(ae, estimator, encoder, schedule, io.load_scale_factor(latents), guidance,
+                        ddim if ddim is not None else DDIMSettings())
 
 
-def load_dae_pipeline(folder: Path, device_: torch.device | str = "cpu"):
+def load_dae_pipeline(folder: Path, device_: torch.device | str = "cpu", ddim=None):
     from ldae.training.baselines import load_dae
 
-    return load_dae(Path(folder) / "weights.pt", Path(folder) / "config.yaml", device_)
+    return load_dae(Path(folder) / "weights.pt", Path(folder) / "config.yaml", device_, ddim)
 
 
 def load_supervised_encoder(folder: Path, device_: torch.device | str = "cpu"):

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     table6 = read_table(args.reconstruction) if args.reconstruction and Path(args.reconstruction).is_file() else None
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     rows = {}
-    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev)
+    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
+                                      runtime.ddim_settings(args.ddim))
     timed = time_call(lambda: ldae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
     n = ldae.parameter_count()
     hours = training_seconds(args.benchmarks_ldae) / 3600
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     **_table6_row(table6, "LDAE", steps)}
     del ldae
     if args.dae:
-        dae = runtime.load_dae_pipeline(args.dae, dev)
+        dae = runtime.load_dae_pipeline(args.dae, dev, runtime.ddim_settings(args.ddim))
         timed = time_call(lambda: dae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
         n = dae.parameter_count()
         rows["DAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),

@@ -18,7 +18,7 @@ Quick reference::
     unet = load_ldm("models/ldm/weights.pt", "models/ldm/config.yaml")          # frozen, eval
     schedule = load_schedule("models/ldm/config.yaml")                          # T=1000 linear betas
     encoder, estimator = load_ldae("models/ldae/weights.pt", "models/ldae/config.yaml", "models/ldm/weights.pt")
-    scale = load_scale_factor("models/latents")                                 # 1 / std of training latents
+    scale = load_scale_factor("models/latents")                                 # scale.json: 0.873 or 1/std (train)
 
     # or everything at once, with the paper's encode/decode operations:
     pipe = load_pipeline("output/models", device="cuda")
@@ -27,6 +27,7 @@ Quick reference::
     x_T = pipe.stochastic_encode(z, y, 100)    # deterministic DDIM inversion conditioned on y_sem
     rec = pipe.decode(x_T, y, 100)             # DDIM decoding -> AE decoder -> image in [0, 1]
     rec_from_noise = pipe.decode(torch.randn_like(z), y, 100)
+    # DDIM settings (x0 clamp, grid): those train_ldae recorded (config section `ddim`), or pass ddim=DDIMSettings(...)
     ae_rec = pipe.to_image(z)                  # the AutoencoderKL reconstruction (the paper's reference)
 
 Latent convention: the diffusion models work on ``scale * z`` (``scale`` from ``scale.json``);
@@ -209,6 +210,15 @@ class LDAEPipeline:
     schedule: Any
     scale_factor: float
     guidance: str = "score"
+    ddim: Any = None  # ldae.diffusion.DDIMSettings; None: the defaults (the authors' clamp and grid)
+
+    def __post_init__(self) -> None:
+        from ldae.diffusion import DDIMSettings
+
+        if self.ddim is None:
+            self.ddim = DDIMSettings()
+        elif not isinstance(self.ddim, DDIMSettings):
+            self.ddim = DDIMSettings.from_config(self.ddim)
 
     @property
     def device(self) -> torch.device:
@@ -244,13 +254,13 @@ class LDAEPipeline:
         """Deterministic DDIM inversion ``scale * z -> x_T`` (conditioned on ``y_sem``; None: plain LDM)."""
         from ldae.diffusion import ddim_invert
 
-        return ddim_invert(self.eps_fn(y_sem), z_scaled.to(self.device), self.schedule, steps)
+        return ddim_invert(self.eps_fn(y_sem), z_scaled.to(self.device), self.schedule, steps, **self.ddim.kwargs())
 
     @torch.no_grad()
     def decode_latent(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int = 100) -> torch.Tensor:
         from ldae.diffusion import ddim_sample
 
-        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, steps)
+        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, steps, **self.ddim.kwargs())
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int = 100) -> torch.Tensor:
@@ -259,8 +269,11 @@ class LDAEPipeline:
 
 
 def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                  with_ldae: bool = True) -> LDAEPipeline:
-    """Everything under ``<out_dir>/models`` (autoencoder/, latents/, ldm/, ldae/) as an :class:`LDAEPipeline`."""
+                  with_ldae: bool = True, ddim=None) -> LDAEPipeline:
+    """Everything under ``<out_dir>/models`` (autoencoder/, latents/, ldm/, ldae/) as an :class:`LDAEPipeline`.
+
+    ``ddim`` (DDIMSettings or a ``ddim`` config section): None -> the settings train_ldae recorded in
+    ``ldae/config.yaml`` (else the defaults)."""
     root = Path(models_dir)
     ae = load_autoencoder(root / "autoencoder" / "weights.pt", root / "autoencoder" / "config.yaml", device)
     ldm = load_ldm(root / "ldm" / "weights.pt", root / "ldm" / "config.yaml", device)
@@ -270,7 +283,10 @@ def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "c
         encoder, estimator = load_ldae(root / "ldae" / "weights.pt", root / "ldae" / "config.yaml",
                                        root / "ldm" / "weights.pt", device)
         guidance = stage_section(root / "ldae" / "config.yaml", "ldae")["guidance"]
+        if ddim is None:
+            ddim = read_config(root / "ldae" / "config.yaml").get("ddim")
     return LDAEPipeline(ae, encoder, estimator, ldm, load_schedule(root / "ldm" / "config.yaml"),
+<<<<<<< HEAD
                         load_scale_factor(root / "latents"), guidance)
 
 
@@ -310,3 +326,6 @@ def load_official_encoder(path: str | os.PathLike, cfg: Mapping[str, Any] | None
         encoder = build_semantic_encoder({**(cfg or {}), "pretrained_path": None})
     encoder.load_state_dict(encoder_from_official(official, encoder.state_dict(), str(path)), strict=True)
     return encoder.requires_grad_(False).eval().to(device)
+=======
+                        load_scale_factor(root / "latents"), guidance, ddim)
+>>>>>>> ddimtrain

@@ -2,9 +2,13 @@
 
 Loss of the generator (autoencoder): ``l1 * |x_rec - x| + kl * KL + perceptual * LPIPS(x_rec, x)
 + adversarial * LSGAN_G(D(x_rec))``; the discriminator minimises ``adversarial * LSGAN_D`` on real/fake patches.
-Both are optimised manually in one training step (two Adam optimisers, generator lr 5e-5, discriminator lr 1e-4),
-with gradient accumulation (effective batch 8 = 1 x 8) and optional gradient clipping done here, because Lightning
-leaves accumulation and clipping to the module under manual optimisation. Note: under manual optimisation
+The least-squares GAN works on the RAW discriminator logits by default (``adversarial_activation: none``, the
+authors' code: MONAI ``PatchAdversarialLoss(no_activation_leastsq=True)``); ``leaky_relu`` is MONAI's default
+LeakyReLU(0.05) on the logits. Both networks are optimised manually in one training step (two Adam optimisers,
+generator lr 5e-5, discriminator lr 1e-4), with gradient accumulation (effective batch 8 = 1 x 8) and gradient norm
+clipping (``train.gradient_clip_val``, 1.0 as the authors' code) of the generator AND the discriminator done here,
+because Lightning leaves accumulation and clipping to the module under manual optimisation (the clipping runs in
+``on_before_optimizer_step``, after Lightning has unscaled 16-mixed gradients). Note: under manual optimisation
 Lightning counts every optimiser step, so ``global_step`` grows by 2 per accumulated G+D update
 (``checkpoint_every_n_steps`` and ``max_steps`` count those).
 
@@ -12,8 +16,9 @@ The perceptual network (LPIPS SqueezeNet, fake-3-D ratio 0.5) needs pretrained w
 ``perceptual_weights`` names a local file; without it the perceptual term is disabled, the warning is logged, kept
 in ``summary.json``/``config.yaml`` and the metric ``perceptual_enabled`` is 0 in ``metrics.csv``. The autoencoder
 may start from a local checkpoint (``init_weights``: the UK Biobank brain LDM autoencoder of the MONAI model zoo,
-old MONAI-Generative key layout accepted); absent -> random init with a warning. Model selection: best validation
-SSIM of the posterior-mean reconstruction (MONAI SSIM, 3-D, data range 1, Gaussian kernel 3, sigma 1.5).
+old MONAI-Generative key layout accepted); absent -> random init with a warning. Model selection
+(``selection_metric``): best validation SSIM of the posterior-mean reconstruction (``ssim``, the paper; MONAI SSIM,
+3-D, data range 1, Gaussian kernel 3, sigma 1.5) or lowest validation L1 (``l1``, the authors' code).
 
 Outputs (``--out-dir``): weights.pt (AutoencoderKL state dict of the best checkpoint), config.yaml (resolved
 config), metrics.csv, summary.json, best.ckpt/last.ckpt (links into the run folder).
@@ -48,16 +53,40 @@ DEFAULTS: dict[str, Any] = {
     "perceptual_weights": "",
     "perceptual_fake_3d_ratio": 0.5,
     "loss": {"l1": 1.0, "kl": 1e-7, "perceptual": 0.001, "adversarial": 0.025},
+    "adversarial_activation": "none",
     "lr": 5e-5,
     "disc_lr": 1e-4,
     "ema_decay": 0.0,
+    "selection_metric": "ssim",
     "cache": "disk",
     "train": {
         "max_epochs": 20, "max_steps": -1, "batch_size": 1, "accumulate_grad_batches": 8,
-        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
+        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
         "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0,
     },
 }
+
+
+ADVERSARIAL_ACTIVATIONS = ("none", "leaky_relu")  # LSGAN on the raw logits (authors) | MONAI's LeakyReLU(0.05)
+SELECTION_METRICS = {"ssim": ("val/ssim", "max"), "l1": ("val/l1", "min")}  # paper | authors' code
+
+
+def selection(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """(logged metric, mode) of stage-1 model selection from ``selection_metric``."""
+    if cfg["selection_metric"] not in SELECTION_METRICS:
+        raise ValueError(f"autoencoder.selection_metric must be one of {sorted(SELECTION_METRICS)}, "
+                         f"got {cfg['selection_metric']!r}")
+    return SELECTION_METRICS[cfg["selection_metric"]]
+
+
+def adversarial_loss(activation: str):
+    """MONAI's least-squares PatchAdversarialLoss, on the raw logits (``none``) or after LeakyReLU(0.05)."""
+    from monai.losses import PatchAdversarialLoss
+
+    if activation not in ADVERSARIAL_ACTIVATIONS:
+        raise ValueError(f"autoencoder.adversarial_activation must be one of {ADVERSARIAL_ACTIVATIONS}, "
+                         f"got {activation!r}")
+    return PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=activation == "none")
 
 
 def network_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +112,6 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
     def __init__(self, cfg: Mapping[str, Any], perceptual: torch.nn.Module | None = None,
                  autoencoder: torch.nn.Module | None = None):
         super().__init__()
-        from monai.losses import PatchAdversarialLoss
-
         from ldae.models import build_autoencoder, build_discriminator
 
         self.automatic_optimization = False
@@ -92,7 +119,7 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
         net = network_config(cfg)
         self.autoencoder = autoencoder if autoencoder is not None else build_autoencoder(net)
         self.discriminator = build_discriminator(net)
-        self.adv_loss = PatchAdversarialLoss(criterion="least_squares")
+        self.adv_loss = adversarial_loss(cfg["adversarial_activation"])
         object.__setattr__(self, "_perceptual", perceptual)  # unregistered: not in checkpoints
         self.w = dict(cfg["loss"])
         self.accumulate = int(cfg["train"]["accumulate_grad_batches"])
@@ -134,12 +161,16 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
                       + self.adv_loss(real, target_is_real=True, for_discriminator=True))
         return self.w["adversarial"] * loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip the gradient norm of the optimiser about to step (generator or discriminator). Lightning calls this
+        inside ``optimizer.step()`` after unscaling 16-mixed gradients, so the threshold applies to the true ones."""
+        if self.clip:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.clip), gradient_clip_algorithm="norm")
+
     def _step(self, optimizer, stepping: bool) -> None:
         if not stepping:
             return
-        if self.clip:
-            self.clip_gradients(optimizer, gradient_clip_val=float(self.clip), gradient_clip_algorithm="norm")
-        optimizer.step()
+        optimizer.step()  # clipping: on_before_optimizer_step
         optimizer.zero_grad(set_to_none=True)
 
     def training_step(self, batch, batch_idx):
@@ -210,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldae.models import count_parameters
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    monitor, mode = selection(cfg)
     images = stage.parse_config_arg(args.images)
     settings, run_dir = stage.run_settings(args, cfg)
 
@@ -232,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     val_ds = stage.ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
     trainer = common.build_trainer(
         {**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
-        run_dir, monitor="val/ssim" if val_ds else None, mode="max", ema_decay=cfg["ema_decay"] or None,
+        run_dir, monitor=monitor if val_ds else None, mode=mode, ema_decay=cfg["ema_decay"] or None,
         callbacks=[stage.SaveLastAtEnd(run_dir)], find_unused_parameters=True,
     )
     started = time.time()
@@ -241,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                 ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
     if not trainer.is_global_zero:
         return 0
-    source, best_score = stage.selected_checkpoint(trainer, run_dir, "val/ssim")
+    source, best_score = stage.selected_checkpoint(trainer, run_dir, monitor)
     weights = stage.checkpoint_state(source, "autoencoder.")
     summary = {
-        "stage": STAGE, "selected_checkpoint": source.name, "best_val_ssim": best_score,
+        "stage": STAGE, "selected_checkpoint": source.name, "selection": f"{mode} {monitor}",
+        f"best_{monitor.replace('/', '_')}": best_score,
         "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
         "parameters": {"autoencoder": count_parameters(module.autoencoder),
                        "discriminator": count_parameters(module.discriminator),

@@ -5,7 +5,9 @@ as the LDAE (section ``ldae.encoder``, overridable under ``dae.encoder``) and a 
 (:class:`ldae.models.VoxelDAE`), trained JOINTLY from scratch with the plain DDPM epsilon MSE on the images
 (``2 x - 1``; T = 1000 linear betas, like the LDM), Adam, EMA. At ``dae.shape`` (null: the images' shape) - the
 resolution that fits memory. Model selection: best validation SSIM of the reconstruction from y_sem + random
-noise (seeded per session, DDIM ``val_ddim_steps``), the LDAE's criterion.
+noise (seeded per session, DDIM ``val_ddim_steps`` with the ``ddim`` section's x0 clamp and grid, passed as
+``--ddim``; the clamp range is read on the signed [-1, 1] scale, see :class:`ldae.evaluation.pipelines.DAEPipeline`),
+the LDAE's criterion.
 
 Supervised encoder: the same encoder + one linear head trained end-to-end on the label, one model per task: ``ad``
 (AD vs CN, BCE, label CN = 1 as the probes) and ``age`` (MSE on the age z-scored with the training statistics).
@@ -48,7 +50,7 @@ DAE_DEFAULTS: dict[str, Any] = {
     "cache": "disk",
     "train": {
         "max_epochs": 200, "max_steps": -1, "batch_size": 2, "accumulate_grad_batches": 4,
-        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
+        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
         "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0,
     },
 }
@@ -59,7 +61,7 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
     "cache": "disk",
     "train": {
         "max_epochs": 50, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 1,
-        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
+        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
         "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0,
     },
 }
@@ -86,9 +88,10 @@ def _encoder_cfg(enc: Mapping[str, Any], weights_loaded: bool = False) -> dict[s
 class DAEModule(stage.StepSeeding, pl.LightningModule):
     """``self.dae``: semantic encoder + conditional image U-Net, trained jointly with the epsilon MSE."""
 
-    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], weights_loaded: bool = False):
+    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], weights_loaded: bool = False,
+                 ddim=None):
         super().__init__()
-        from ldae.diffusion import DiffusionSchedule
+        from ldae.diffusion import DDIMSettings, DiffusionSchedule
         from ldae.models import build_dae
 
         self.cfg = dict(cfg)
@@ -99,6 +102,7 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         self.schedule = DiffusionSchedule.from_config(cfg["diffusion"])
         self.shape = tuple(int(s) for s in cfg["shape"]) if cfg["shape"] else None
         self.signed = bool(cfg["signed"])
+        self.ddim = ddim if isinstance(ddim, DDIMSettings) else DDIMSettings.from_config(ddim)
         self.seed = int(cfg["train"]["seed"])
 
     def pipeline(self):
@@ -106,6 +110,7 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
 
         pipe = DAEPipeline.__new__(DAEPipeline)  # no eval() switch: used inside training/validation
         pipe.dae, pipe.schedule, pipe.shape, pipe.signed = self.dae, self.schedule, self.shape, self.signed
+        pipe.ddim = self.ddim
         return pipe
 
     def configure_optimizers(self):
@@ -140,7 +145,8 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         self.log("val/loss", loss, batch_size=n, sync_dist=True)
         pipe = self.pipeline()
         with torch.no_grad():
-            rec = pipe.from_diffusion(ddim_sample(pipe.eps_fn(y), x_T, self.schedule, int(self.cfg["val_ddim_steps"])))
+            rec = pipe.from_diffusion(ddim_sample(pipe.eps_fn(y), x_T, self.schedule, int(self.cfg["val_ddim_steps"]),
+                                                  **pipe.ddim_kwargs()))
         self.log("val/ssim", stage.ssim_3d(rec.float(), x.float()).mean(), prog_bar=True, batch_size=n,
                  sync_dist=True)
 
@@ -205,17 +211,20 @@ def supervised_targets(table, task: str, positive_class: str = "CN"):
 
 
 # --------------------------------------------------------------------------------------------------- loading
-def load_dae(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"):
-    """The trained DAE as a :class:`ldae.evaluation.pipelines.DAEPipeline` (eval mode, gradients off)."""
+def load_dae(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu",
+             ddim=None):
+    """The trained DAE as a :class:`ldae.evaluation.pipelines.DAEPipeline` (eval mode, gradients off); ``ddim``
+    (DDIMSettings or a ``ddim`` section): None -> the settings recorded at training (else the defaults)."""
     from ldae.evaluation.pipelines import DAEPipeline
 
     data = stage.read_stage_config(cfg)
-    module = DAEModule(data["config"], data["encoder"], weights_loaded=True)
+    module = DAEModule(data["config"], data["encoder"], weights_loaded=True,
+                       ddim=ddim if ddim is not None else data.get("ddim"))
     sd = common.load_weights(weights, "DAE", "models/dae/weights.pt")
     own = {k[len("dae."):]: v for k, v in sd.items() if k.startswith("dae.")}
     module.dae.load_state_dict(own, strict=True)
     module.dae.requires_grad_(False).eval().to(device)
-    return DAEPipeline(module.dae, module.schedule, module.shape, module.signed)
+    return DAEPipeline(module.dae, module.schedule, module.shape, module.signed, module.ddim)
 
 
 def load_supervised(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"):
@@ -262,13 +271,16 @@ def _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir
 def main_dae(argv: list[str] | None = None) -> int:
     parser = stage.stage_parser("train-dae", "baseline: voxel-space diffusion autoencoder (DiffAE-style)")
     parser.add_argument("--encoder", default="", help="the LDAE's encoder section (ldae.encoder), JSON/YAML")
+    parser.add_argument("--ddim", default="", help="the `ddim` config section (validation sampler), JSON/YAML")
     args = parser.parse_args(argv)
     stage.setup_process(args.threads)
+    from ldae.diffusion import DDIMSettings
     from ldae.models import count_parameters
 
     cfg = stage.resolve_config(DAE_DEFAULTS, stage.parse_config_arg(args.config), "dae")
     enc = resolve_encoder(stage.parse_config_arg(args.encoder), cfg["encoder"])
     images = stage.parse_config_arg(args.images)
+    ddim = DDIMSettings.from_config(stage.parse_config_arg(args.ddim))
     settings, run_dir = stage.run_settings(args, cfg)
     table = stage.image_table(args)
     train, val = table[table.split == "train"], table[table.split == "val"]
@@ -277,10 +289,12 @@ def main_dae(argv: list[str] | None = None) -> int:
     if train.empty:
         raise SystemExit("train-dae: no training session")
     files = [args.qc, args.sessions, args.splits, *table.image]
-    resumed = stage.prepare_run_dir(run_dir, stage.fingerprint({"dae": cfg, "encoder": enc, "images": images}, files))
+    stamp = stage.fingerprint({"dae": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config()}, files)
+    resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
-    module, messages = _build(lambda: DAEModule(cfg, enc))
-    resolved = {"stage": "dae", "config": cfg, "encoder": enc, "images": images, "warnings": messages}
+    module, messages = _build(lambda: DAEModule(cfg, enc, ddim=ddim))
+    resolved = {"stage": "dae", "config": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config(),
+                "warnings": messages}
     cache_dir = run_dir / "cache"
     train_ds = stage.ImageDataset(train.image.tolist(), images, cfg["cache"], cache_dir)
     val_ds = stage.ImageDataset(val.image.tolist(), images, cfg["cache"], cache_dir) if len(val) else None

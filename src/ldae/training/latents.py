@@ -1,10 +1,12 @@
 """`ldae encode-latents`: every QC-passed session through the trained AutoencoderKL encoder, once.
 
-Stores the posterior mean ``z_mu`` (or, with ``sample: true``, one seeded posterior sample per session) of every
-session of every split in a :class:`ldae.training.data.LatentStore` (``latents.npy`` N x C x d x h x w float32,
-``index.tsv`` row -> session/split/metadata/image, ``scale.json``). The scale factor is ``1 / std`` over the
-TRAINING latents only (Rombach et al. App. G; the authors hardcoded 0.8730); stages 2 and 3 train on
-``scale * z``, so the LDM never re-encodes images.
+Stores one seeded posterior SAMPLE per session (``sample: true``, the authors' code; ``false``: the posterior mean
+``z_mu``) of every session of every split in a :class:`ldae.training.data.LatentStore` (``latents.npy``
+N x C x d x h x w float32, ``index.tsv`` row -> session/split/metadata/image, ``scale.json``). The scale factor is
+``scale_factor`` when set (0.873, the authors' hard-coded value for THEIR autoencoder) or, with ``null``, ``1 / std``
+over the TRAINING latents only (Rombach et al. App. G). ``scale.json`` records which (``scale_source``), the
+latents' source and the training std either way. Stages 2 and 3 train on ``scale * z``, so the LDM never
+re-encodes images.
 """
 
 from __future__ import annotations
@@ -22,8 +24,25 @@ from ldae.training import stage
 log = logging.getLogger("ldae.training")
 
 STAGE = "latents"
-DEFAULTS: dict[str, Any] = {"sample": False, "seed": 0, "batch_size": 1, "num_workers": 2}
+DEFAULTS: dict[str, Any] = {"sample": True, "scale_factor": 0.873, "seed": 0, "batch_size": 1, "num_workers": 2}
 INDEX_COLUMNS = ("participant_id", "session_id", "months", "age", "diagnosis", "split", "probe_split", "image")
+
+
+def scale_factor(cfg: dict[str, Any], train: np.ndarray) -> tuple[float, str]:
+    """(scale factor, how it was chosen): the configured value, or 1/std over the training latents for null."""
+    from ldae.models import latent_scale_factor
+
+    fixed = cfg["scale_factor"]
+    if fixed is None:
+        return latent_scale_factor(torch.from_numpy(train)), "1/std of the training latents (latents.scale_factor null)"
+    if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not fixed > 0:
+        raise ValueError(f"latents.scale_factor must be a positive number or null, got {fixed!r}")
+    scaled_std = float(fixed) * float(train.std(dtype=np.float64))
+    if not 0.5 < scaled_std < 2.0:
+        log.warning("latents.scale_factor %s gives the training latents std %.3f (not ~1): 0.873 belongs to the "
+                    "authors' autoencoder; set latents.scale_factor: null for 1/std of these latents",
+                    fixed, scaled_std)
+    return float(fixed), "config latents.scale_factor (authors' code: 0.873 hard-coded)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autoencoder-config", required=True, type=Path)
     args = parser.parse_args(argv)
     stage.setup_process(args.threads)
-    from ldae.models import latent_scale_factor
     from ldae.models.io import load_autoencoder
     from ldae.training.data import LatentStore
 
@@ -64,17 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     train = latents[(table.split == "train").to_numpy()]
     if len(train) == 0:
         raise SystemExit("encode-latents: no training session: the scale factor needs training latents")
-    scale = latent_scale_factor(torch.from_numpy(train))
+    scale, scale_source = scale_factor(cfg, train)
     index = table[[c for c in INDEX_COLUMNS if c in table.columns]].reset_index(drop=True)
+    train_std = float(train.std(dtype=np.float64))
     meta = {
         "source": "posterior sample" if cfg["sample"] else "posterior mean",
+        "scale_source": scale_source, "scaled_train_std": scale * train_std,
         "scale_over": "train split", "n_train": int(len(train)), "n_total": int(len(latents)),
-        "train_std": float(train.std(dtype=np.float64)), "train_mean": float(train.mean(dtype=np.float64)),
+        "train_std": train_std, "train_mean": float(train.mean(dtype=np.float64)),
         "latent_shape": list(latents.shape[1:]), "config": cfg, "images": images,
         "autoencoder_weights": str(args.autoencoder_weights), "seconds": round(time.time() - started, 1),
         "paper_hardcoded_scale": 0.8730,
     }
     LatentStore(Path(args.out_dir)).write(latents, index, scale, meta)
-    log.info("latents %s of %d sessions, scale factor %.4f (1/std over %d training latents)",
-             tuple(latents.shape[1:]), len(latents), scale, len(train))
+    log.info("latents %s of %d sessions (%s), scale factor %.4f (%s; scaled training std %.3f)",
+             tuple(latents.shape[1:]), len(latents), meta["source"], scale, scale_source, scale * train_std)
     return 0

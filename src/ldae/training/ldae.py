@@ -8,8 +8,9 @@
 * Loss: ``lambda_t || eps - (eps_hat(x_t, t) + c_t G) ||^2`` with ``lambda_t = SNR_t^gamma / (1 + SNR_t)``,
   gamma 0.1 (:func:`ldae.diffusion.pdae_loss`). Adam lr 2.5e-5, EMA 0.999 over the trainable parts.
 * Model selection: validation SSIM of the reconstruction from ``y_sem`` + RANDOM noise ``x_T`` (seeded per session,
-  DDIM ``val_ddim_steps`` = 100, eta 0, ``guidance``) decoded by the AE decoder, against the AE reconstruction of the
-  session's latent; MONAI SSIM, 3-D, data range 1, Gaussian kernel 3, sigma 1.5.
+  DDIM ``val_ddim_steps`` = 100, eta 0, ``guidance``, x0 clamp and grid from the config section ``ddim``, passed as
+  ``--ddim``) decoded by the AE decoder, against the AE reconstruction of the session's latent; MONAI SSIM, 3-D,
+  data range 1, Gaussian kernel 3, sigma 1.5.
 
 The frozen LDM is not written into this stage's checkpoints (it is reloaded from the stage-2 file on resume) and
 the AE decoder used for validation is not part of the module at all. The diffusion schedule and latent scale
@@ -53,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "cache": "disk",
     "train": {
         "max_epochs": 200, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 2,
-        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
+        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
         "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0,
     },
 }
@@ -81,12 +82,14 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
     """``self.encoder`` (semantic encoder) + ``self.estimator`` (frozen LDM + trainable branch).
 
     ``autoencoder`` (frozen, optional) and ``scale_factor`` are used only by validation to compare images; without
-    an autoencoder validation reports latent-space metrics only.
+    an autoencoder validation reports latent-space metrics only. ``ddim``: the DDIM settings of the validation
+    sampler (:class:`ldae.diffusion.DDIMSettings`, a ``ddim`` section or None for the defaults).
     """
 
     def __init__(self, cfg: Mapping[str, Any], frozen_unet: torch.nn.Module, schedule,
-                 autoencoder: torch.nn.Module | None = None, scale_factor: float = 1.0):
+                 autoencoder: torch.nn.Module | None = None, scale_factor: float = 1.0, ddim=None):
         super().__init__()
+        from ldae.diffusion import DDIMSettings
         from ldae.models import GradientEstimator, build_semantic_encoder
 
         self.cfg = dict(cfg)
@@ -100,6 +103,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         self.schedule = schedule
         object.__setattr__(self, "_autoencoder", autoencoder)  # unregistered: not trained, saved or averaged
         self.scale_factor = float(scale_factor)
+        self.ddim = ddim if isinstance(ddim, DDIMSettings) else DDIMSettings.from_config(ddim)
         self.seed = int(cfg["train"]["seed"])
 
     # --------------------------------------------------------------------------------------------- training
@@ -141,7 +145,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         self.log("val/loss", pdae_loss(self.estimator, x0, t.to(x0.device), noise, y, self.schedule,
                                        self.cfg["gamma"]), batch_size=n, sync_dist=True)
         eps_fn = guided_eps_fn(self.estimator, y, self.schedule, self.cfg["guidance"])
-        z = ddim_sample(eps_fn, x_T, self.schedule, int(self.cfg["val_ddim_steps"]))
+        z = ddim_sample(eps_fn, x_T, self.schedule, int(self.cfg["val_ddim_steps"]), **self.ddim.kwargs())
         self.log("val/latent_mse", F.mse_loss(z.float(), x0.float()), batch_size=n, sync_dist=True)
         if self._autoencoder is not None:
             with torch.no_grad():
@@ -163,14 +167,15 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
                 checkpoint[key] = {**checkpoint[key], **frozen}
 
 
-def build_module(cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0):
+def build_module(cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0,
+                 ddim=None):
     """The stage-3 module; the stage-2 U-Net comes from ``ldm_weights`` (hard error if absent or mismatching)."""
     from ldae.models import load_frozen_unet
     from ldae.models.io import load_schedule, stage_section
 
     ldm_section = stage_section(ldm_config, "ldm")
     unet = load_frozen_unet(ldm_section["network"], ldm_weights)
-    return LDAEModule(cfg, unet, load_schedule(ldm_config), autoencoder, scale_factor)
+    return LDAEModule(cfg, unet, load_schedule(ldm_config), autoencoder, scale_factor, ddim)
 
 
 def parameter_counts(module: LDAEModule) -> dict[str, Any]:
@@ -192,14 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ldm-config", required=True, type=Path, help="stage-2 config.yaml (rule train_ldm)")
     parser.add_argument("--autoencoder-weights", required=True, type=Path)
     parser.add_argument("--autoencoder-config", required=True, type=Path)
+    parser.add_argument("--ddim", default="", help="the `ddim` config section (validation sampler), JSON/YAML")
     args = parser.parse_args(argv)
     stage.setup_process(args.threads)
+    from ldae.diffusion import DDIMSettings
     from ldae.models.io import load_autoencoder, read_config
     from ldae.training.data import LatentStore
 
     cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
     cfg["encoder"] = resolve_encoder_config(cfg["encoder"], f"{STAGE}.encoder")  # y_dim: null -> the resolved int
     images = stage.parse_config_arg(args.images)
+    ddim = DDIMSettings.from_config(stage.parse_config_arg(args.ddim))
     settings, run_dir = stage.run_settings(args, cfg)
 
     # stage 2 first: a missing or mismatching LDM stops here, before anything else is done
@@ -231,19 +239,19 @@ def main(argv: list[str] | None = None) -> int:
              args.ldm_weights, args.ldm_config, args.autoencoder_weights, args.autoencoder_config, *pairs.path]
     if cfg["encoder"]["pretrained_path"] and Path(cfg["encoder"]["pretrained_path"]).is_file():
         files.append(cfg["encoder"]["pretrained_path"])
-    stamp = stage.fingerprint({"ldae": cfg, "images": images}, files)
+    stamp = stage.fingerprint({"ldae": cfg, "images": images, "ddim": ddim.as_config()}, files)
     resumed = stage.prepare_run_dir(run_dir, stamp)
 
     pl.seed_everything(settings["seed"], workers=True)
     autoencoder = load_autoencoder(args.autoencoder_weights, args.autoencoder_config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module = build_module(cfg, args.ldm_weights, ldm_config, autoencoder, scale)
+        module = build_module(cfg, args.ldm_weights, ldm_config, autoencoder, scale, ddim)
     messages = [str(w.message) for w in caught if "not found" in str(w.message)]
     for message in messages:
         stage.log.warning(message)
     resolved = {
-        "stage": STAGE, "config": cfg, "images": images,
+        "stage": STAGE, "config": cfg, "images": images, "ddim": ddim.as_config(),
         "ldm": {"network": ldm_config["config"]["network"], "diffusion": ldm_config["config"]["diffusion"]},
         "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale}, "warnings": messages,
     }

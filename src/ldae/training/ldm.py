@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "ema_decay": 0.999,
     "train": {
         "max_epochs": 500, "max_steps": -1, "batch_size": 32, "accumulate_grad_batches": 2,
-        "gradient_clip_val": None, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 1000,
+        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 1000,
         "val_every_n_epochs": 10, "log_every_n_steps": 50, "seed": 0,
     },
 }
