@@ -76,6 +76,7 @@ def _workflow_config(text: str) -> dict[str, Any]:
 
 def resolved_sections(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The autoencoder / ldm / ldae sections over the training verbs' defaults, exactly as training resolves them."""
+    from ldae.diffusion import DDIMSettings
     from ldae.models.semantic_encoder import resolve_encoder_config
     from ldae.training import autoencoder, ldae, ldm, stage
 
@@ -85,6 +86,7 @@ def resolved_sections(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "ldae": stage.resolve_config(ldae.DEFAULTS, cfg.get("ldae") or {}, "ldae"),
         "images": dict(cfg.get("images") or {}),
         "latents": dict(cfg.get("latents") or {}),
+        "ddim": DDIMSettings.from_config(cfg.get("ddim")).as_config(),
     }
     sections["ldae"]["encoder"] = resolve_encoder_config(sections["ldae"]["encoder"], "ldae.encoder")
     network = sections["ldm"]["network"]
@@ -138,7 +140,7 @@ def _folder_contents(name: str, sections: Mapping[str, Any], sources: Mapping[st
         config = {"stage": "ldm", "config": ldm_cfg, "latents": latents}
     else:
         config = {"stage": "ldae", "config": sections["ldae"], "images": sections["images"],
-                  "ldm": {"network": ldm_cfg["network"], "diffusion": ldm_cfg["diffusion"]},
+                  "ddim": sections["ddim"], "ldm": {"network": ldm_cfg["network"], "diffusion": ldm_cfg["diffusion"]},
                   "latents": latents, "warnings": []}
     summary = {"stage": name, "imported": True, "selected_checkpoint": "the authors' released weights",
                "sources": dict(sources)}
@@ -220,8 +222,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-mean", type=Path, default=None, help="semantic_mean.pt (with --probe)")
     p.add_argument("--probe-std", type=Path, default=None, help="semantic_std.pt (with --probe)")
     p.add_argument("--config", required=True,
-                   help="workflow config (config.yaml or a JSON object) whose autoencoder/ldm/ldae/images/latents "
-                        "sections size the networks")
+                   help="workflow config (config.yaml or a JSON object) whose autoencoder/ldm/ldae/images sections "
+                        "size the networks (+ latents.scale_factor, ddim recorded for io.load_pipeline)")
     p.add_argument("--out-dir", type=Path, required=True, help="the models folder to write (e.g. output/models)")
     p.add_argument("--no-scale", action="store_true",
                    help="do not write latents/scale.json (the workflow's encode_latents writes the latents folder)")

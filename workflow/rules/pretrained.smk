@@ -12,6 +12,7 @@ IMPORT_CONFIG = {
     "ldm": {key: config["ldm"][key] for key in ("network", "diffusion")},
     "ldae": {key: config["ldae"][key] for key in ("encoder", "estimator", "guidance")},
     "images": config["images"],
+    "ddim": config["ddim"],
 }
 
 

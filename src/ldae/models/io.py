@@ -286,8 +286,7 @@ def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "c
         if ddim is None:
             ddim = read_config(root / "ldae" / "config.yaml").get("ddim")
     return LDAEPipeline(ae, encoder, estimator, ldm, load_schedule(root / "ldm" / "config.yaml"),
-<<<<<<< HEAD
-                        load_scale_factor(root / "latents"), guidance)
+                        load_scale_factor(root / "latents"), guidance, ddim)
 
 
 # ------------------------------------------------------------------------------ the authors' released weights
@@ -326,6 +325,3 @@ def load_official_encoder(path: str | os.PathLike, cfg: Mapping[str, Any] | None
         encoder = build_semantic_encoder({**(cfg or {}), "pretrained_path": None})
     encoder.load_state_dict(encoder_from_official(official, encoder.state_dict(), str(path)), strict=True)
     return encoder.requires_grad_(False).eval().to(device)
-=======
-                        load_scale_factor(root / "latents"), guidance, ddim)
->>>>>>> ddimtrain
