@@ -83,7 +83,7 @@ rule probe:
             caption="../report/figure5.rst",
         ),
     params:
-        config=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
+        config=json.dumps({**EVAL["probe"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
         embeddings=lambda wildcards, input: " ".join(f"{m}={p}" for m, p in zip(EMBED_MODELS, input.embeddings)),
     threads: rule_threads("probe")
     resources:
@@ -125,7 +125,13 @@ rule reconstruct:
         ),
     params:
         config=json.dumps(
-            {**EVAL["reconstruction"], "lpips_weights": EVAL["lpips_weights"], "seed": SEED}, sort_keys=True
+            {
+                **EVAL["reconstruction"],
+                "lpips_weights": EVAL["lpips_weights"],
+                "seed": SEED,
+                "bootstrap": EVAL["bootstrap"],
+            },
+            sort_keys=True,
         ),
         images=EVAL_IMAGES_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
@@ -168,7 +174,7 @@ rule interpolate:
             caption="../report/figure8.rst",
         ),
     params:
-        config=json.dumps({**EVAL["interpolation"], "seed": SEED}, sort_keys=True),
+        config=json.dumps({**EVAL["interpolation"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
     threads: rule_threads("interpolate")
     resources:
         **rule_resources("interpolate"),

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import runtime
     from .embed import load_embeddings
     from .figures import manipulation_montage
-    from .probes import PROBE_DEFAULTS, ProbeDataError, embedding_table, probe_splits, train_linear_probe
+    from .probes import (PROBE_DEFAULTS, ProbeDataError, embedding_table, probe_options, probe_splits,
+                         train_linear_probe)
     from .tables import write_table
 
     parser = runtime.base_parser("manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction")
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message)
         return 0
     probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"], data.y["probe_val"],
-                               "classification", lr=float(pcfg["lr"]), epochs=int(pcfg["classifier_epochs"]),
-                               batch_size=int(pcfg["batch_size"]), seed=int(pcfg["seed"]))
+                               "classification", **probe_options(pcfg, "classification"))
     images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)
     test = test.merge(emb.ids, on=["participant_id", "session_id"], how="inner")
