@@ -121,7 +121,12 @@ class LDAEPipeline:
         return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps))
 
     def parameter_count(self) -> int:
-        return count_params(self.autoencoder, self.estimator, self.encoder)
+        """Table 5's count (the paper's ~920M): semantic encoder + gradient estimator with the frozen LDM inside;
+        the autoencoder is NOT counted (:meth:`autoencoder_parameter_count`)."""
+        return count_params(self.estimator, self.encoder)
+
+    def autoencoder_parameter_count(self) -> int:
+        return count_params(self.autoencoder)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, steps: int) -> torch.Tensor:
