@@ -309,12 +309,16 @@ RESULT_FIGURES = [
 
 
 rule results_readme:
-    """results/README.md: each paper table beside our numbers, and the figures."""
+    """results/README.md: each paper table beside our numbers, the paper's claims judged against our intervals,
+    and the figures."""
     input:
         tables=RESULT_TABLES,
+        data=[path[: -len(".md")] + ".tsv" for path in RESULT_TABLES],  # read beside each .md
         figures=RESULT_FIGURES,
     output:
         readme=out("results", "README.md"),
+    params:
+        confidence=EVAL["bootstrap"]["confidence"],
     log:
         log_file("results_readme"),
     benchmark:
@@ -325,7 +329,7 @@ rule results_readme:
         container_for("torch")
     shell:
         "python -m ldae.cli results-readme --tables {input.tables} --figures {input.figures}"
-        " --out {output.readme} > {log} 2>&1"
+        " --confidence {params.confidence} --out {output.readme} > {log} 2>&1"
 
 
 TARGETS.extend([out("results", "README.md"), *RESULT_TABLES, *RESULT_FIGURES])
