@@ -144,3 +144,12 @@ def test_bilinear_is_monai_spacing_default(mni_brain):
     ours = build_transforms(PAPER)({"image": mni_brain["path"]})["image"]
     theirs = authors({"image": mni_brain["path"]})["image"]
     assert torch.allclose(ours.as_tensor(), theirs.as_tensor().float(), atol=1e-6)
+
+
+def test_clipped_spline_is_cached_by_monai(tmp_path):
+    """The bspline step is a deterministic MONAI Transform: PersistentDataset caches up to the end of the chain."""
+    from monai.transforms import RandomizableTrait, Transform
+
+    chain = build_transforms({"spacing_mm": 1.5, "shape": [16, 16, 16], "interpolation": "bspline"})
+    uncached = chain.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+    assert uncached is None

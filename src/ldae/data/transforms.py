@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from monai.transforms import MapTransform
 
 KEY = "image"
 INTERPOLATIONS = {"bilinear": "bilinear", "bspline": 3}
@@ -35,23 +36,24 @@ def _interpolation(images_cfg: Mapping) -> str:
     return name
 
 
-class ClippedSpacingd:
+class ClippedSpacingd(MapTransform):
     """``Spacingd`` whose output is clipped to the input's [min, max] (values within ``snap`` x range of the
-    minimum set to it): no spline overshoot beyond the input's intensity range."""
+    minimum set to it): no spline overshoot beyond the input's intensity range. A MONAI ``Transform`` and not
+    random, so Cache/PersistentDataset cache its output."""
 
     def __init__(self, keys: str, snap: float = SNAP_TOLERANCE, **spacing_kwargs) -> None:
         from monai.transforms import Spacingd
 
-        self.key, self.snap = keys, float(snap)
+        super().__init__(keys)
+        self.snap = float(snap)
         self.spacing = Spacingd(keys=keys, **spacing_kwargs)
 
     def __call__(self, data: Mapping) -> dict:
-        image = data[self.key]
-        low, high = float(image.min()), float(image.max())
+        ranges = {key: (float(data[key].min()), float(data[key].max())) for key in self.key_iterator(dict(data))}
         out = dict(self.spacing(data))
-        clipped = torch.clamp(out[self.key], low, high)
-        # MetaTensor in, MetaTensor out (affine kept)
-        out[self.key] = torch.where(clipped - low <= self.snap * (high - low), torch.full_like(clipped, low), clipped)
+        for key, (low, high) in ranges.items():
+            clipped = torch.clamp(out[key], low, high)  # MetaTensor in, MetaTensor out (affine kept)
+            out[key] = torch.where(clipped - low <= self.snap * (high - low), torch.full_like(clipped, low), clipped)
         return out
 
 
