@@ -18,6 +18,7 @@ from test_eval_tiny import TINY_AE, TINY_DAE, TINY_ENC, TINY_LDM, _perturb
 from ldae import cli
 from ldae.data.tables import write_tsv_atomic
 from ldae.evaluation.embed import load_embeddings
+from ldae.evaluation.probes import TRIVIAL_ROW
 from ldae.evaluation.tables import read_table
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet
 from ldae.models.semantic_encoder import SemanticEncoder
@@ -175,9 +176,13 @@ def test_evaluation_verbs_end_to_end(trained):
         "--table", res / "tables/table7_linear_probes.tsv", "--history", res / "probes/history.tsv",
         "--figure", res / "figures/figure5_lda.png")
     t7 = read_table(res / "tables/table7_linear_probes.tsv")
-    assert list(t7.Model) == ["LDAE", "DAE", "Supervised encoder"]
+    assert list(t7.Model) == ["LDAE", "DAE", "Supervised encoder", TRIVIAL_ROW]
     assert t7[["Accuracy", "ROC-AUC", "MAE"]].notna().all().all()
-    assert "Paper (Lozupone et al. 2025)" in (res / "tables/table7_linear_probes.md").read_text()
+    assert (t7.MAE_ci_low <= t7.MAE_ci_high).all() and t7.Accuracy_ci_high.notna().all()
+    md7 = (res / "tables/table7_linear_probes.md").read_text()
+    assert "Paper (Lozupone et al. 2025)" in md7 and "subject-level bootstrap interval" in md7
+    first = t7.iloc[0]
+    assert f"{first.MAE:.4f} [{first.MAE_ci_low:.4f}, {first.MAE_ci_high:.4f}]" in md7
 
     run("reconstruct", *data_args(root), *ldae_args(root), "--dae", root / "models/dae",
         "--config", json.dumps({"steps": [2, 3], "max_sessions": 2}),
@@ -185,6 +190,7 @@ def test_evaluation_verbs_end_to_end(trained):
         "--figure", res / "figures/table6_examples.png")
     t6 = read_table(res / "tables/table6_reconstruction.tsv")
     assert len(t6) == 1 + 5 * 2 and t6.LPIPS.isna().all() and t6.n.eq(2).all()
+    assert (t6.SSIM_ci_low <= t6.SSIM_ci_high).all() and t6.MSE_ci_low.notna().all()
     assert "n/a" in (res / "tables/table6_reconstruction.md").read_text()
 
     run("interpolate", "--sessions", root / "sessions.tsv", "--splits", root / "splits.tsv", *ldae_args(root),
@@ -192,6 +198,8 @@ def test_evaluation_verbs_end_to_end(trained):
         "--triplets", res / "interpolation/triplets.tsv", "--figure", res / "figures/figure8_interpolation.png")
     trip = pd.read_csv(res / "interpolation/triplets.tsv", sep="\t")
     assert len(trip) == 4 and trip.alpha.eq(0.5).all()  # 4 test subjects x one (0, 6, 12) triplet
+    f8 = read_table(res / "tables/figure8_interpolation.tsv")
+    assert {"ssim_ci_low", "ssim_ci_high", "nearest_mse_ci_low", "ssim_gain"} <= set(f8.columns)
 
     run("manipulate", *data_args(root), *ldae_args(root), "--embeddings", emb / "ldae.npz",
         "--config", json.dumps({"scales": [0, 2], "ddim_steps": 2}),
@@ -213,6 +221,8 @@ def test_evaluation_verbs_end_to_end(trained):
         "--table", res / "tables/table5_efficiency.tsv")
     t5 = read_table(res / "tables/table5_efficiency.tsv")
     assert list(t5.Model) == ["LDAE", "DAE"] and t5["Training (h)"][0] == pytest.approx(2.0)
+    assert set(t5.Precision) == {"fp32 (CPU)"}
+    assert t5.Parameters[0] < t5.Parameters[0] + t5["AE parameters (not counted)"][0]  # the AE is apart
     assert (t5["Seconds per reconstruction"] > 0).all() and t5["speed-up vs DAE"][1] == pytest.approx(1.0)
     assert not np.isnan(t5.SSIM[0])  # from Table 6 at T = 3
 
@@ -222,6 +232,7 @@ def test_evaluation_verbs_end_to_end(trained):
         res / "README.md")
     readme = (res / "README.md").read_text()
     assert readme.count("Paper (Lozupone et al. 2025)") >= 4 and "](figures/figure5_lda.png)" in readme
+    assert "## The paper's claims in this run" in readme and "- LDAE ROC-AUC = 0.8948: " in readme
 
 
 def test_tiny_cohort_degrades_to_na(trained, tmp_path):

@@ -13,6 +13,7 @@ from test_eval_tiny import tiny_ldae, volumes
 
 from ldae.evaluation.figures import figure8_interpolation
 from ldae.evaluation.interpolate import enumerate_triplets, interpolation_study, stratify
+from ldae.evaluation.metrics import ssim
 
 torch.set_num_threads(1)
 
@@ -66,6 +67,29 @@ def test_stratify_levels_and_means():
     pos = table[table.stratum == "relative position"]
     assert pos.n.sum() == len(t) and set(pos.level) <= {"[0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1]"}
     assert table[table.stratum == "prediction gap (months)"].level.astype(float).is_monotonic_increasing
+    assert np.allclose(table.ssim_gain, 0.1)  # the paired gain over the nearest endpoint
+
+
+def test_stratum_intervals_are_subject_level():
+    from ldae.evaluation.bootstrap import BootstrapSettings, mean_interval
+
+    t = enumerate_triplets(visits({f"sub-{i}": [0, 6, 12, 18, 24] for i in range(8)}))
+    rng = np.random.default_rng(0)
+    effect = {p: rng.normal(scale=0.02) for p in t.participant_id.unique()}
+    t["ssim"] = 0.9 + t.participant_id.map(effect) + rng.normal(scale=0.005, size=len(t))
+    t["mse"], t["nearest_ssim"], t["nearest_mse"] = 0.002, t.ssim - 0.01, 0.004
+    boot = BootstrapSettings(resamples=400, seed=0)
+    table = stratify(t, bootstrap=boot)
+    everything = table[table.stratum == "all"].iloc[0]
+    assert (everything.ssim_ci_low, everything.ssim_ci_high) == mean_interval(t.ssim, t.participant_id, boot)
+    assert everything.ssim_ci_low < everything.ssim < everything.ssim_ci_high
+    assert everything.mse_ci_low == pytest.approx(0.002) and everything.mse_ci_high == pytest.approx(0.002)
+    six = table[(table.stratum == "time gap (months)") & (table.level == "12")].iloc[0]
+    sel = t[t.time_gap == 12]
+    assert (six.ssim_ci_low, six.ssim_ci_high) == mean_interval(sel.ssim, sel.participant_id, boot)
+    assert six.ssim_gain_ci_low == pytest.approx(0.01) and six.ssim_gain_ci_high == pytest.approx(0.01)
+    assert {"ssim_ci_low", "nearest_ssim_ci_high"} <= set(table.columns)
+    assert "ssim_ci_low" not in stratify(t).columns  # intervals only when asked
 
 
 def test_interpolation_study_on_tiny_ldae(tmp_path):
@@ -79,6 +103,13 @@ def test_interpolation_study_on_tiny_ldae(tmp_path):
     triplets = enumerate_triplets(v)
     results, example = interpolation_study(ldae, triplets, y, x_T, z, steps=3, batch_size=3)
     assert len(results) == len(triplets) == 1 + 4
+    # Figure 8 SSIM: the authors' interpolation window 4 (Table 6: 3)
+    k3, _ = interpolation_study(ldae, triplets.iloc[:1], y, x_T, z, steps=3, ssim_kernel=3)
+    reference = ldae.decode(z[(triplets.participant_id[0], triplets.target_session[0])][None]).clamp(0, 1)
+    generated = torch.from_numpy(example["generated"])[None, None]
+    assert results.ssim[0] == pytest.approx(float(ssim(generated, reference.cpu(), kernel_size=4)[0]), abs=1e-6)
+    assert k3.ssim[0] == pytest.approx(float(ssim(generated, reference.cpu(), kernel_size=3)[0]), abs=1e-6)
+    assert k3.ssim[0] != results.ssim[0] and k3.mse[0] == pytest.approx(results.mse[0], rel=1e-5)
     assert results[["ssim", "mse", "nearest_ssim", "nearest_mse"]].notna().all().all()
     assert set(example) == {"start", "target", "generated", "end"} and example["generated"].shape == (16, 16, 16)
     # alpha -> endpoint: interpolating with alpha = 0 reproduces the start's decoding exactly

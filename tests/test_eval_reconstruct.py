@@ -48,6 +48,32 @@ def test_reconstruction_study_rows_and_summary(tmp_path):
         summarise_reconstruction(per.iloc[:0])
 
 
+def test_reconstruction_summary_has_subject_level_intervals(tmp_path):
+    """Table 6 intervals: per (model, encoding, T), the subject-level bootstrap of the mean; written as
+    'value [low, high]' in the markdown."""
+    from ldae.evaluation.bootstrap import BootstrapSettings, mean_interval
+    from ldae.evaluation.tables import write_table
+
+    rng = np.random.default_rng(0)
+    rows = [{"participant_id": f"sub-{s}", "session_id": f"ses-M{v:02d}", "model": model, "encoding": enc, "T": t,
+             "code_size": 1, "ssim": rng.uniform(0.8, 0.9), "lpips": float("nan"), "mse": rng.uniform(0, 0.01)}
+            for s in range(6) for v in range(2) for model, enc in ROWS[:2] for t in ([2] if model != "AutoencoderKL"
+                                                                                       else ["-"])]
+    per = pd.DataFrame(rows)
+    boot = BootstrapSettings(resamples=300, seed=1)
+    table = summarise_reconstruction(per, boot)
+    for row in table.itertuples():
+        group = per[(per.model == row.Model) & (per.encoding == row.Encoding) & (per["T"].astype(str) == row.T)]
+        assert (row.SSIM_ci_low, row.SSIM_ci_high) == mean_interval(group.ssim, group.participant_id, boot)
+        assert row.SSIM_ci_low < row.SSIM < row.SSIM_ci_high and row.MSE_ci_low < row.MSE < row.MSE_ci_high
+        assert np.isnan(row.LPIPS_ci_low)  # n/a stays n/a
+    write_table(table, tmp_path / "table6_reconstruction.tsv", intervals=["SSIM", "LPIPS", "MSE"],
+                md_columns=["Model", "Encoding", "T", "SSIM", "LPIPS", "MSE"])
+    md = (tmp_path / "table6_reconstruction.md").read_text()
+    first = table.iloc[0]
+    assert f"{first.SSIM:.4f} [{first.SSIM_ci_low:.4f}, {first.SSIM_ci_high:.4f}]" in md and "| n/a |" in md
+
+
 def test_manipulation_moves_code_along_probe_direction(tmp_path):
     rng = np.random.default_rng(0)
     y_train = rng.normal(size=(40, 16)).astype(np.float32) * 3 + 5

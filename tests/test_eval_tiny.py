@@ -89,10 +89,11 @@ def test_ldae_pipeline_paths():
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
     assert torch.equal(seeded_noise((2, 3), 1), seeded_noise((2, 3), 1))
     assert ldae.reconstruct(x, 2).shape == x.shape
-    assert ldae.parameter_count() == count_params(ldae.autoencoder, ldae.estimator, ldae.encoder)
-    # the estimator holds the frozen LDM: counted once
-    assert ldae.parameter_count() < sum(p.numel() for m in (ldae.autoencoder, ldae.estimator, ldae.encoder)
-                                        for p in m.parameters()) + 1
+    # Table 5 (paper ~920M): encoder + estimator with the frozen LDM inside (counted once); the AE apart
+    assert ldae.parameter_count() == count_params(ldae.estimator, ldae.encoder)
+    assert ldae.parameter_count() == sum(p.numel() for m in (ldae.estimator, ldae.encoder) for p in m.parameters())
+    assert ldae.parameter_count() >= sum(p.numel() for p in ldae.estimator.ldm.parameters())
+    assert ldae.autoencoder_parameter_count() == sum(p.numel() for p in ldae.autoencoder.parameters())
 
 
 def test_dae_pipeline_resizes_and_roundtrips():
@@ -178,3 +179,27 @@ def test_rule_json_keeps_small_numbers_numbers():
     assert runtime.parse_json("") == {} and runtime.parse_json(None) == {}
     with pytest.raises(ValueError):
         runtime.parse_json("[1, 2]")
+
+
+def test_timing_precision_follows_training(monkeypatch):
+    """Table 5 times in the training precision on CUDA (auto -> bf16 where supported, as the training verbs) and in
+    fp32 on a CPU, and says so."""
+    from ldae.evaluation.timing import precision_context, timing_precision
+
+    assert timing_precision("auto", "cpu") == ("fp32 (CPU)", None)
+    assert timing_precision("16-mixed", "cpu")[1] is None  # a CPU always times fp32
+    assert timing_precision("16-mixed", "cuda") == ("fp16 autocast (CUDA, training precision 16-mixed)",
+                                                    torch.float16)
+    assert timing_precision("32-true", "cuda")[1] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert timing_precision("auto", "cuda") == ("bf16 autocast (CUDA, training precision bf16-mixed)", torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert timing_precision("auto", "cuda")[1] is None  # training's auto falls back to 32-true there
+    with pytest.raises(ValueError, match="evaluation.timing.precision"):
+        timing_precision("8-bit", "cuda")
+    with precision_context("cpu", torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    with precision_context("cpu", None):
+        assert not torch.is_autocast_enabled("cpu")

@@ -85,7 +85,7 @@ rule probe:
             caption="../report/figure5.rst",
         ),
     params:
-        config=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
+        config=json.dumps({**EVAL["probe"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
         embeddings=lambda wildcards, input: " ".join(f"{m}={p}" for m, p in zip(EMBED_MODELS, input.embeddings)),
     threads: rule_threads("probe")
     resources:
@@ -127,7 +127,13 @@ rule reconstruct:
         ),
     params:
         config=json.dumps(
-            {**EVAL["reconstruction"], "lpips_weights": EVAL["lpips_weights"], "seed": SEED}, sort_keys=True
+            {
+                **EVAL["reconstruction"],
+                "lpips_weights": EVAL["lpips_weights"],
+                "seed": SEED,
+                "bootstrap": EVAL["bootstrap"],
+            },
+            sort_keys=True,
         ),
         images=EVAL_IMAGES_JSON,
         ddim=DDIM_JSON,
@@ -172,7 +178,7 @@ rule interpolate:
             caption="../report/figure8.rst",
         ),
     params:
-        config=json.dumps({**EVAL["interpolation"], "seed": SEED}, sort_keys=True),
+        config=json.dumps({**EVAL["interpolation"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
         ddim=DDIM_JSON,
     threads: rule_threads("interpolate")
     resources:
@@ -316,12 +322,16 @@ RESULT_FIGURES = [
 
 
 rule results_readme:
-    """results/README.md: each paper table beside our numbers, and the figures."""
+    """results/README.md: each paper table beside our numbers, the paper's claims judged against our intervals,
+    and the figures."""
     input:
         tables=RESULT_TABLES,
+        data=[path[: -len(".md")] + ".tsv" for path in RESULT_TABLES],  # read beside each .md
         figures=RESULT_FIGURES,
     output:
         readme=out("results", "README.md"),
+    params:
+        confidence=EVAL["bootstrap"]["confidence"],
     log:
         log_file("results_readme"),
     benchmark:
@@ -332,7 +342,7 @@ rule results_readme:
         container_for("torch")
     shell:
         "python -m ldae.cli results-readme --tables {input.tables} --figures {input.figures}"
-        " --out {output.readme} > {log} 2>&1"
+        " --confidence {params.confidence} --out {output.readme} > {log} 2>&1"
 
 
 TARGETS.extend([out("results", "README.md"), *RESULT_TABLES, *RESULT_FIGURES])

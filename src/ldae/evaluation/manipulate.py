@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import runtime
     from .embed import load_embeddings
     from .figures import manipulation_montage
-    from .probes import PROBE_DEFAULTS, ProbeDataError, embedding_table, probe_splits, train_linear_probe
+    from .probes import (PROBE_DEFAULTS, ProbeDataError, embedding_table, probe_options, probe_splits,
+                         train_linear_probe)
     from .tables import write_table
 
     parser = runtime.base_parser("manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction")
@@ -143,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_note = f"Probe: {args.probe_file} (given, not trained); positive class {positive}."
     else:
         probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                                   data.y["probe_val"], "classification", lr=float(pcfg["lr"]),
-                                   epochs=int(pcfg["classifier_epochs"]), batch_size=int(pcfg["batch_size"]),
-                                   seed=int(pcfg["seed"]))
+                                   data.y["probe_val"], "classification", **probe_options(pcfg, "classification"))
         probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
     images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)

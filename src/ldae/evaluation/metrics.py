@@ -3,7 +3,8 @@
 Definitions follow the authors' code (paper-notes.md, "Evaluation"):
   * SSIM: 3-D, data range 1, Gaussian kernel of size 3 and sigma 1.5, averaged over the whole volume
     (``monai.metrics.SSIMMetric``; tests/test_eval_metrics.py checks it against scikit-image and an independent
-    scipy implementation).
+    scipy implementation). Figure 8 passes ``kernel_size`` 4, as the authors' interpolation script
+    (``evaluation.interpolation.ssim_kernel``); Table 6 and the training's validation keep 3.
   * MSE: voxel mean of the squared difference (``monai.metrics.MSEMetric``).
   * LPIPS: MONAI's ``PerceptualLoss`` with SqueezeNet LPIPS in "fake 3-D" mode - the 2-D LPIPS over a random 50% of
     the slices along each of the three axes, summed over the axes. The slice choice is random: every call here is

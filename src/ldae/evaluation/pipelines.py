@@ -126,7 +126,12 @@ class LDAEPipeline:
                            **self.ddim.kwargs())
 
     def parameter_count(self) -> int:
-        return count_params(self.autoencoder, self.estimator, self.encoder)
+        """Table 5's count (the paper's ~920M): semantic encoder + gradient estimator with the frozen LDM inside;
+        the autoencoder is NOT counted (:meth:`autoencoder_parameter_count`)."""
+        return count_params(self.estimator, self.encoder)
+
+    def autoencoder_parameter_count(self) -> int:
+        return count_params(self.autoencoder)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, steps: int) -> torch.Tensor:

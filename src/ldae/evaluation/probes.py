@@ -1,15 +1,21 @@
 """Linear probes on frozen embeddings (paper Table 7) and the AD-vs-CN direction used for manipulation.
 
 As in the paper: one linear layer; the AD-vs-CN classifier with BCE + Adam for 200 epochs, the age regressor with
-MSE + SGD for 1000 epochs, the same learning rate (1e-3, authors' code); inputs z-scored. Done better than the
-public code (paper-notes.md, "Known faults"):
-  * z-scoring (inputs, and the age target) uses the probe-TRAINING statistics only;
-  * model selection (the epoch kept) on the probe-validation split, which is grouped by subject (tables/splits.tsv
-    ``probe_split``): no subject is in both; the test split is touched once, for the reported metrics.
-Every stochastic step (initialisation, mini-batch order) is seeded.
+MSE + SGD for 1000 epochs, the same learning rate (1e-3, authors' code), mini-batch 32 (authors' code); inputs
+z-scored. Model selection as the authors' code: the classifier epoch with the best probe-validation MCC (ties: the
+lower validation BCE, then the earlier epoch; ``classifier_selection: loss`` keeps the lowest validation BCE
+instead), the regressor epoch with the best probe-validation RMSE. The age target is min-max scaled as the
+authors' code (``age_target: zscore`` as the alternative). Done better than the public code (paper-notes.md,
+"Known faults"):
+  * every statistic (input z-scoring, the age target's min/max or mean/sd) comes from probe_train ONLY (the
+    authors' age min/max included the test ages);
+  * the probe-validation split is grouped by subject (tables/splits.tsv ``probe_split``): no subject is in both;
+    the test split is touched once, for the reported metrics and their subject-level bootstrap intervals.
+Every stochastic step (initialisation, mini-batch order, bootstrap) is seeded.
 
 Label convention (authors' code): AD = 0, CN = 1, so the "positive" class of Precision/Recall/F1 is CN; the
-``positive_class`` option flips it. Metrics are scikit-learn's.
+``positive_class`` option flips it. Metrics are scikit-learn's. Trivial reference rows: the majority class of
+probe_train (AD vs CN) and the probe_train mean age.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import torch
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
+from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, weighted_intervals
+
 __all__ = [
     "ProbeDataError",
     "ProbeSplits",
@@ -35,6 +43,11 @@ __all__ = [
     "run_probes",
     "CLASSIFICATION_COLUMNS",
     "REGRESSION_COLUMNS",
+    "select_epoch",
+    "weighted_classification_metrics",
+    "weighted_regression_metrics",
+    "probe_options",
+    "TRIVIAL_ROW",
 ]
 
 CLASSIFICATION_COLUMNS = ["Accuracy", "Precision", "Recall", "F1", "MCC", "ROC-AUC"]
@@ -95,22 +108,23 @@ def probe_splits(table: pd.DataFrame, features: np.ndarray, task: str, positive_
 
 
 class LinearProbe:
-    """A fitted probe: z-scoring (training statistics), one linear layer, and the target scaling (regression)."""
+    """A fitted probe: z-scoring (training statistics), one linear layer, and the target scaling (regression:
+    prediction = output * ``y_scale`` + ``y_offset``)."""
 
     def __init__(self, scaler: StandardScaler, layer: torch.nn.Linear, task: str,
-                 y_mean: float = 0.0, y_std: float = 1.0, history: pd.DataFrame | None = None,
-                 best_epoch: int = 0) -> None:
+                 y_offset: float = 0.0, y_scale: float = 1.0, history: pd.DataFrame | None = None,
+                 best_epoch: int = 0, selection: str = "") -> None:
         self.scaler, self.layer, self.task = scaler, layer, task
-        self.y_mean, self.y_std = y_mean, y_std
+        self.y_offset, self.y_scale = y_offset, y_scale
         self.history = history if history is not None else pd.DataFrame()
-        self.best_epoch = best_epoch
+        self.best_epoch, self.selection = best_epoch, selection
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         """Logit (classification) or prediction in target units (regression)."""
         with torch.no_grad():
             z = torch.from_numpy(self.scaler.transform(np.asarray(X, dtype=np.float64)).astype(np.float32))
             out = self.layer(z)[:, 0].numpy().astype(np.float64)
-        return out if self.task == "classification" else out * self.y_std + self.y_mean
+        return out if self.task == "classification" else out * self.y_scale + self.y_offset
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.decision(X)))
@@ -125,27 +139,66 @@ def _loss(task: str):
     return torch.nn.BCEWithLogitsLoss() if task == "classification" else torch.nn.MSELoss()
 
 
-def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                       task: str, lr: float = 1e-3, epochs: int = 200, batch_size: int = 64,
-                       optimizer: str | None = None, seed: int = 0) -> LinearProbe:
-    """Fit one linear layer on z-scored features; keep the epoch with the lowest probe-validation loss.
+SELECTIONS = {"classification": ("mcc", "loss"), "regression": ("rmse", "loss")}
+TARGET_SCALINGS = ("minmax", "zscore")
 
-    ``task``: 'classification' (BCE, Adam by default) or 'regression' (MSE on the z-scored target, SGD by
-    default). ``batch_size`` <= 0 means full batch. Returns the probe with the selected weights and the
-    per-epoch history (train/val loss).
+
+def _selection_key(row: dict, criterion: str) -> tuple:
+    """Smaller is better: MCC (higher), ties by the lower validation loss; loss; RMSE."""
+    if criterion == "mcc":
+        return (-row["val_mcc"], row["val_loss"])
+    if criterion == "rmse":
+        return (row["val_rmse"],)
+    return (row["val_loss"],)
+
+
+def select_epoch(history: pd.DataFrame, criterion: str) -> int:
+    """The epoch kept: the best of ``criterion`` ('mcc': highest val MCC, ties -> lower val loss; 'loss': lowest val
+    loss; 'rmse': lowest val RMSE) over the trained epochs (>= 1; epoch 0 = the initial weights only when no epoch
+    was trained); remaining ties -> the earliest epoch."""
+    rows = history[history.epoch >= 1] if (history.epoch >= 1).any() else history
+    best_epoch, best_key = None, None
+    for row in rows.to_dict("records"):
+        key = _selection_key(row, criterion)
+        if best_key is None or key < best_key:
+            best_epoch, best_key = int(row["epoch"]), key
+    return int(best_epoch)
+
+
+def _target_scaling(y_train: np.ndarray, how: str) -> tuple[float, float]:
+    """(offset, scale) of the regression target from the probe-TRAINING values only."""
+    y_train = np.asarray(y_train, dtype=np.float64)
+    if how == "minmax":
+        low, high = float(np.min(y_train)), float(np.max(y_train))
+        return low, (high - low) or 1.0
+    if how == "zscore":
+        return float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+    raise ValueError(f"evaluation.probe.age_target must be one of {list(TARGET_SCALINGS)}, got {how!r}")
+
+
+def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                       task: str, lr: float = 1e-3, epochs: int = 200, batch_size: int = 32,
+                       optimizer: str | None = None, seed: int = 0, selection: str | None = None,
+                       target_scaling: str = "minmax") -> LinearProbe:
+    """Fit one linear layer on z-scored features; keep the epoch that :func:`select_epoch` picks.
+
+    ``task``: 'classification' (BCE, Adam by default; ``selection`` 'mcc' by default or 'loss') or 'regression'
+    (MSE on the scaled target, SGD by default; ``selection`` 'rmse', the same epoch as 'loss'; ``target_scaling``
+    'minmax' or 'zscore', statistics of ``y_train``). ``batch_size`` <= 0 means full batch. Returns the probe
+    with the selected weights and the per-epoch history (train/val loss, val MCC or val RMSE in target units).
     """
-    if task not in ("classification", "regression"):
+    if task not in SELECTIONS:
         raise ValueError(f"task must be classification or regression, got {task!r}")
+    selection = selection or SELECTIONS[task][0]
+    if selection not in SELECTIONS[task]:
+        raise ValueError(f"{task} probe: selection must be one of {list(SELECTIONS[task])}, got {selection!r}")
     optimizer = optimizer or ("adam" if task == "classification" else "sgd")
     scaler = StandardScaler().fit(np.asarray(X_train, dtype=np.float64))
-    y_mean, y_std = 0.0, 1.0
-    if task == "regression":
-        y_mean = float(np.mean(y_train))
-        y_std = float(np.std(y_train)) or 1.0
+    y_offset, y_scale = _target_scaling(y_train, target_scaling) if task == "regression" else (0.0, 1.0)
 
     def prep(X, y):
         Xz = torch.from_numpy(scaler.transform(np.asarray(X, dtype=np.float64)).astype(np.float32))
-        yt = torch.from_numpy(((np.asarray(y, dtype=np.float64) - y_mean) / y_std).astype(np.float32))
+        yt = torch.from_numpy(((np.asarray(y, dtype=np.float64) - y_offset) / y_scale).astype(np.float32))
         return Xz, yt
 
     Xt, yt = prep(X_train, y_train)
@@ -165,13 +218,22 @@ def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarr
     loss_fn = _loss(task)
     n = len(Xt)
     bs = n if batch_size is None or batch_size <= 0 else min(int(batch_size), n)
+    y_val_np, ones = np.asarray(y_val), np.ones((1, len(y_val)))
 
-    def val_loss() -> float:
+    def validate(epoch: int, train_loss: float) -> dict:
         with torch.no_grad():
-            return float(loss_fn(layer(Xv)[:, 0], yv))
+            out = layer(Xv)[:, 0]
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": float(loss_fn(out, yv))}
+        if task == "classification":
+            # MCC at probability 0.5 (logit 0); numpy confusion counts = scikit-learn's matthews_corrcoef (tested)
+            mcc = weighted_classification_metrics(y_val_np, out.numpy(), ones, threshold=0.0)["MCC"]
+            row["val_mcc"] = float(mcc[0])
+        else:
+            row["val_rmse"] = float(np.sqrt(row["val_loss"])) * y_scale
+        return row
 
-    best, best_epoch, best_state, rows = val_loss(), 0, copy.deepcopy(layer.state_dict()), []
-    rows.append({"epoch": 0, "train_loss": float("nan"), "val_loss": best})
+    rows = [validate(0, float("nan"))]
+    best_key, best_epoch, best_state = None, 0, copy.deepcopy(layer.state_dict())
     for epoch in range(1, int(epochs) + 1):
         order = torch.randperm(n, generator=gen)
         total = 0.0
@@ -182,12 +244,12 @@ def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarr
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        v = val_loss()
-        rows.append({"epoch": epoch, "train_loss": total / n, "val_loss": v})
-        if v < best:
-            best, best_epoch, best_state = v, epoch, copy.deepcopy(layer.state_dict())
+        rows.append(validate(epoch, total / n))
+        key = _selection_key(rows[-1], selection)
+        if best_key is None or key < best_key:  # strict: on a full tie the earlier epoch stays
+            best_key, best_epoch, best_state = key, epoch, copy.deepcopy(layer.state_dict())
     layer.load_state_dict(best_state)
-    return LinearProbe(scaler, layer, task, y_mean, y_std, pd.DataFrame(rows), best_epoch)
+    return LinearProbe(scaler, layer, task, y_offset, y_scale, pd.DataFrame(rows), best_epoch, selection)
 
 
 def classification_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -205,56 +267,153 @@ def classification_metrics(y_true: np.ndarray, score: np.ndarray, threshold: flo
     return {k: float(v) for k, v in out.items()}
 
 
+def _weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC (trapezoidal = Mann-Whitney with ties counted 1/2, as scikit-learn) per row of ``weights``."""
+    order = np.argsort(score, kind="stable")
+    sorted_score = np.asarray(score)[order]
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])  # one block per distinct score
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+    return np.where((pos.sum(1) > 0) & (neg.sum(1) > 0), auc, np.nan)
+
+
+def weighted_classification_metrics(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray,
+                                    threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """:func:`classification_metrics` of the data set in which row i appears ``weights[r, i]`` times, for every row
+    r of ``weights`` ``(R, n)`` at once (the bootstrap; equal to scikit-learn on the repeated rows, tested)."""
+    positive = np.asarray(y_true).astype(bool)
+    predicted = np.asarray(score) >= threshold
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    tp, fp = w @ (positive & predicted), w @ (~positive & predicted)
+    fn, tn = w @ (positive & ~predicted), w @ (~positive & ~predicted)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        out = {
+            "Accuracy": (tp + tn) / (tp + fp + fn + tn),
+            "Precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),  # zero_division=0, as scikit-learn here
+            "Recall": np.where(tp + fn > 0, tp / (tp + fn), 0.0),
+            "F1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
+            "MCC": np.where(denominator > 0, (tp * tn - fp * fn) / denominator, 0.0),
+        }
+    out["ROC-AUC"] = _weighted_auc(positive, np.asarray(score, dtype=np.float64), w)
+    return out
+
+
+def weighted_regression_metrics(y_true: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """MAE and RMSE per row of ``weights`` ``(R, n)`` (see :func:`weighted_classification_metrics`)."""
+    error = np.asarray(pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    total = w.sum(1)
+    return {"MAE": w @ np.abs(error) / total, "RMSE": np.sqrt(w @ error ** 2 / total)}
+
+
 def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE and RMSE in the target's units (years) (scikit-learn)."""
     return {"MAE": float(skm.mean_absolute_error(y_true, pred)),
             "RMSE": float(skm.root_mean_squared_error(y_true, pred))}
 
 
+TRIVIAL_ROW = "Trivial: probe_train majority class / mean age"
+
+
+def probe_options(cfg: dict, kind: str) -> dict:
+    """``train_linear_probe`` keyword arguments from the ``evaluation.probe`` section (+ seed) for 'classification'
+    or 'regression'."""
+    if cfg["classifier_selection"] not in SELECTIONS["classification"]:
+        raise ValueError(f"evaluation.probe.classifier_selection must be one of {list(SELECTIONS['classification'])}"
+                         f" (mcc: the authors' code), got {cfg['classifier_selection']!r}")
+    if cfg["age_target"] not in TARGET_SCALINGS:
+        raise ValueError(f"evaluation.probe.age_target must be one of {list(TARGET_SCALINGS)} (minmax: the authors' "
+                         f"code), got {cfg['age_target']!r}")
+    common = {"lr": float(cfg["lr"]), "batch_size": int(cfg["batch_size"]), "seed": int(cfg["seed"])}
+    if kind == "classification":
+        return {**common, "epochs": int(cfg["classifier_epochs"]), "selection": str(cfg["classifier_selection"])}
+    return {**common, "epochs": int(cfg["regressor_epochs"]), "target_scaling": str(cfg["age_target"])}
+
+
+def trivial_scores(data: ProbeSplits, kind: str) -> np.ndarray:
+    """The do-nothing reference on the test rows: a constant from probe_train - the positive-class frequency as
+    the probability (threshold 0.5 -> the majority class; a 50/50 tie -> the positive class; ROC-AUC 0.5) or the
+    mean target (age)."""
+    return np.full(len(data.y["test"]), float(np.mean(data.y["probe_train"])))
+
+
+def reported_metrics(kind: str, y_true: np.ndarray, score: np.ndarray, subjects: np.ndarray,
+                 bootstrap: BootstrapSettings | None = None) -> dict[str, float]:
+    """Test-split metrics and, with ``bootstrap``, their subject-level intervals (``<metric>_ci_low/_ci_high``)."""
+    y_true, score = np.asarray(y_true), np.asarray(score)
+    if kind == "classification":
+        values, weighted = classification_metrics(y_true, score), weighted_classification_metrics
+    else:
+        values, weighted = regression_metrics(y_true, score), weighted_regression_metrics
+    if bootstrap is not None:
+        intervals = weighted_intervals(subjects, lambda w: weighted(y_true, score, w), bootstrap)
+        for name, (low, high) in intervals.items():
+            values[f"{name}_ci_low"], values[f"{name}_ci_high"] = low, high
+    return values
+
+
 def run_probes(table: pd.DataFrame, features: dict[str, np.ndarray], rows: dict[str, dict[str, str]],
                lr: float = 1e-3, classifier_epochs: int = 200, regressor_epochs: int = 1000,
-               batch_size: int = 64, seed: int = 0, positive_class: str = "CN",
-               age_diagnoses: Sequence[str] = ("CN", "MCI", "AD"),
+               batch_size: int = 32, seed: int = 0, positive_class: str = "CN",
+               age_diagnoses: Sequence[str] = ("CN", "MCI", "AD"), classifier_selection: str = "mcc",
+               age_target: str = "minmax", bootstrap: BootstrapSettings | None = None, trivial: bool = True,
                ) -> tuple[pd.DataFrame, dict[str, LinearProbe], pd.DataFrame]:
     """Table 7. ``features[name]`` is aligned with ``table``; ``rows`` maps a table row label to the feature set
-    of each task, e.g. ``{"LDAE": {"ad": "ldae", "age": "ldae"}}``. Returns (table, fitted probes keyed
+    of each task, e.g. ``{"LDAE": {"ad": "ldae", "age": "ldae"}}``. ``trivial`` adds :data:`TRIVIAL_ROW`;
+    ``bootstrap`` adds subject-level intervals of every metric. Returns (table, fitted probes keyed
     '<row>/<task>', per-epoch histories). A probe without enough data (:class:`ProbeDataError`) gives n/a and
     the reason in the ``note`` column."""
+    cfg = {"lr": lr, "batch_size": batch_size, "seed": seed, "classifier_epochs": classifier_epochs,
+           "classifier_selection": classifier_selection, "regressor_epochs": regressor_epochs,
+           "age_target": age_target}
+    sources = dict(rows)
+    if trivial:
+        sources[TRIVIAL_ROW] = {"ad": "__trivial__", "age": "__trivial__"}
     records, probes, histories = [], {}, []
-    for label, sources in rows.items():
+    for label, source in sources.items():
         record: dict[str, object] = {"Model": label}
-        for task, kind, epochs, columns in (("ad", "classification", classifier_epochs, CLASSIFICATION_COLUMNS),
-                                            ("age", "regression", regressor_epochs, REGRESSION_COLUMNS)):
-            name = sources.get(task)
-            if name is None or name not in features:
+        for task, kind, columns in (("ad", "classification", CLASSIFICATION_COLUMNS),
+                                    ("age", "regression", REGRESSION_COLUMNS)):
+            name = source.get(task)
+            if name != "__trivial__" and (name is None or name not in features):
                 record.update({c: float("nan") for c in columns})
                 continue
+            matrix = np.zeros((len(table), 1), np.float32) if name == "__trivial__" else features[name]
             try:
-                data = probe_splits(table, features[name], task, positive_class, age_diagnoses)
+                data = probe_splits(table, matrix, task, positive_class, age_diagnoses)
             except ProbeDataError as error:
                 record.update({c: float("nan") for c in columns})
                 record["note"] = "; ".join(filter(None, [record.get("note"), f"{task}: {error}"]))
                 continue
-            probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                                       data.y["probe_val"], kind, lr=lr, epochs=epochs, batch_size=batch_size,
-                                       seed=seed)
-            if kind == "classification":
-                record.update(classification_metrics(data.y["test"], probe.predict_proba(data.X["test"])))
+            if name == "__trivial__":
+                score = trivial_scores(data, kind)
             else:
-                record.update(regression_metrics(data.y["test"], probe.decision(data.X["test"])))
+                probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
+                                           data.y["probe_val"], kind, **probe_options(cfg, kind))
+                score = probe.predict_proba(data.X["test"]) if kind == "classification" else probe.decision(
+                    data.X["test"])
+                record[f"{task}_best_epoch"] = probe.best_epoch
+                probes[f"{label}/{task}"] = probe
+                histories.append(probe.history.assign(model=label, task=task, features=name))
+            record.update(reported_metrics(kind, data.y["test"], score, data.subjects["test"], bootstrap))
             sizes = data.sizes()
             record.update({f"{task}_n_train": sizes["probe_train"], f"{task}_n_val": sizes["probe_val"],
-                           f"{task}_n_test": sizes["test"], f"{task}_best_epoch": probe.best_epoch})
-            probes[f"{label}/{task}"] = probe
-            histories.append(probe.history.assign(model=label, task=task, features=name))
+                           f"{task}_n_test": sizes["test"],
+                           f"{task}_n_test_subjects": len(set(data.subjects["test"]))})
         records.append(record)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return pd.DataFrame(records), probes, history
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-PROBE_DEFAULTS = {"lr": 1e-3, "classifier_epochs": 200, "regressor_epochs": 1000, "batch_size": 64,
-                  "positive_class": "CN", "age_diagnoses": ["CN", "MCI", "AD"], "seed": 0}
+PROBE_DEFAULTS = {"lr": 1e-3, "classifier_epochs": 200, "regressor_epochs": 1000, "batch_size": 32,
+                  "classifier_selection": "mcc", "age_target": "minmax", "positive_class": "CN",
+                  "age_diagnoses": ["CN", "MCI", "AD"], "seed": 0, "bootstrap": dict(BOOTSTRAP_DEFAULTS)}
 ROW_SOURCES = {"LDAE": {"ad": "ldae", "age": "ldae"}, "DAE": {"ad": "dae", "age": "dae"},
                "Supervised encoder": {"ad": "supervised_ad", "age": "supervised_age"}}
 
@@ -297,28 +456,42 @@ def main(argv: list[str] | None = None) -> int:
         embeddings[name] = load_embeddings(path)
     table, features = embedding_table(args.sessions, args.splits, embeddings)
     rows = {label: src for label, src in ROW_SOURCES.items() if any(v in features for v in src.values())}
+    boot = bootstrap_settings(cfg["bootstrap"], int(cfg["seed"]))
     result, probes, history = run_probes(
         table, features, rows, lr=float(cfg["lr"]), classifier_epochs=int(cfg["classifier_epochs"]),
         regressor_epochs=int(cfg["regressor_epochs"]), batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
-        positive_class=str(cfg["positive_class"]), age_diagnoses=cfg["age_diagnoses"])
-    paper_cols = main_cols = ["Model", *CLASSIFICATION_COLUMNS, *REGRESSION_COLUMNS]
+        positive_class=str(cfg["positive_class"]), age_diagnoses=cfg["age_diagnoses"],
+        classifier_selection=str(cfg["classifier_selection"]), age_target=str(cfg["age_target"]), bootstrap=boot)
+    metric_cols = [*CLASSIFICATION_COLUMNS, *REGRESSION_COLUMNS]
+    paper_cols = main_cols = ["Model", *metric_cols]
     if "note" in result.columns:
         main_cols = [*main_cols, "note"]
     try:
         ad = probe_splits(table, next(iter(features.values())), "ad", cfg["positive_class"], cfg["age_diagnoses"])
         sizes = " / ".join(str(ad.sizes()[k]) for k in ("probe_train", "probe_val", "test"))
+        sizes += f" ({len(set(ad.subjects['test']))} test subjects)"
     except ProbeDataError as error:
         sizes = f"too few ({error})"
+    selection = ("the epoch with the best probe_val MCC (ties: lower probe_val BCE, then the earlier epoch)"
+                 if cfg["classifier_selection"] == "mcc" else "the epoch with the lowest probe_val BCE")
+    target = ("min-max scaled with the probe_train min/max" if cfg["age_target"] == "minmax"
+              else "z-scored with the probe_train mean/sd")
     notes = [
         f"AD vs CN: {sizes} sessions (probe_train / probe_val / test); positive class "
         f"{cfg['positive_class']} (authors' code: AD = 0, CN = 1); threshold 0.5 on the probability.",
         f"One linear layer on z-scored embeddings (probe_train statistics): BCE + Adam, {cfg['classifier_epochs']}"
-        f" epochs; age MSE + SGD, {cfg['regressor_epochs']} epochs; lr {cfg['lr']}, batch {cfg['batch_size']}; "
-        "the epoch with the lowest probe_val loss is kept; metrics on the test split (scikit-learn).",
+        f" epochs, {selection}; age: MSE + SGD, {cfg['regressor_epochs']} epochs, target {target}, the epoch with "
+        f"the lowest probe_val RMSE; lr {cfg['lr']}, batch {cfg['batch_size']}; metrics on the test split "
+        "(scikit-learn).",
+        f"[low, high]: {boot.describe()}; the probes are trained once (the interval is the test-sampling "
+        "uncertainty).",
+        f"{TRIVIAL_ROW}: a constant from probe_train (the majority class: MCC 0, ROC-AUC 0.5; the mean age) - what "
+        "an embedding has to beat.",
         "Supervised encoder: the encoder trained end-to-end on the label (one per task), probed the same way.",
         "MAE / RMSE in years.",
     ]
-    write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols])
+    write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols],
+                intervals=metric_cols)
     args.history.parent.mkdir(parents=True, exist_ok=True)
     history.to_csv(args.history, sep="\t", index=False)
     panels = {}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import ImageMetrics
 from .pipelines import DAEPipeline, LDAEPipeline, seeded_noise
 
@@ -95,8 +96,9 @@ def reconstruction_study(
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in examples.items()}
 
 
-def summarise_reconstruction(per_session: pd.DataFrame) -> pd.DataFrame:
-    """Table 6: mean and standard deviation per (model, encoding, T), in the paper's row order."""
+def summarise_reconstruction(per_session: pd.DataFrame, bootstrap: BootstrapSettings | None = None) -> pd.DataFrame:
+    """Table 6: mean and standard deviation per (model, encoding, T), in the paper's row order; with ``bootstrap``
+    the subject-level interval of each mean (``<metric>_ci_low/_ci_high``)."""
     if per_session.empty:
         raise ValueError("no reconstruction was computed (no test session?)")
     frame = per_session.copy()
@@ -106,6 +108,13 @@ def summarise_reconstruction(per_session: pd.DataFrame) -> pd.DataFrame:
                       SSIM=("ssim", "mean"), SSIM_sd=("ssim", "std"),
                       LPIPS=("lpips", "mean"), LPIPS_sd=("lpips", "std"),
                       MSE=("mse", "mean"), MSE_sd=("mse", "std")).reset_index()
+    if bootstrap is not None:
+        for metric, column in (("SSIM", "ssim"), ("LPIPS", "lpips"), ("MSE", "mse")):
+            by_key = {key: mean_interval(group[column].to_numpy(float), group.participant_id.to_numpy(), bootstrap)
+                      for key, group in grouped}
+            bounds = [by_key[key] for key in zip(out.model, out.encoding, out["T"])]
+            out[f"{metric}_ci_low"] = [b[0] for b in bounds]
+            out[f"{metric}_ci_high"] = [b[1] for b in bounds]
     order = {row: i for i, row in enumerate(ROWS)}
     out["_row"] = [order.get((m, e), len(order)) for m, e in zip(out.model, out.encoding)]
     out["_t"] = [-1 if t == "-" else int(t) for t in out["T"]]
@@ -115,7 +124,7 @@ def summarise_reconstruction(per_session: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------------ CLI
 RECON_DEFAULTS = {"steps": [10, 20, 50, 100], "max_sessions": 0, "batch_size": 1, "seed": 0,
-                  "lpips_weights": "", "examples": 1}
+                  "lpips_weights": "", "examples": 1, "bootstrap": dict(BOOTSTRAP_DEFAULTS)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     per, examples = reconstruction_study(iterate_batches(test.to_dict("records"), load, cfg["batch_size"]), steps,
                                          ImageMetrics(lpips), ldae=ldae, dae=dae, seed=int(cfg["seed"]),
                                          keep_examples=int(cfg["examples"]))
-    summary = summarise_reconstruction(per)
+    boot = bootstrap_settings(cfg["bootstrap"], int(cfg["seed"]))
+    summary = summarise_reconstruction(per, boot)
     notes = [
-        f"{len(test)} test sessions ({test.participant_id.nunique()} subjects); mean over sessions (sd in the TSV).",
+        f"{len(test)} test sessions ({test.participant_id.nunique()} subjects); mean over sessions (sd in the TSV); "
+        f"[low, high]: {boot.describe()}.",
         "SSIM: 3-D, Gaussian kernel 3, sigma 1.5, data range 1 (MONAI); MSE (MONAI); LPIPS: SqueezeNet, 50% of the "
         "slices per axis (seeded), summed over the axes (MONAI PerceptualLoss)"
         + ("" if lpips.available else " - n/a: no local LPIPS weights (evaluation.lpips_weights)") + ".",
@@ -181,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "same T; LDDIM: the frozen unconditional LDM.",
     ]
     cols = ["Model", "Encoding", "Code size", "T", "SSIM", "LPIPS", "MSE"]
-    write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6))
+    write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6),
+                intervals=["SSIM", "LPIPS", "MSE"])
     args.per_session.parent.mkdir(parents=True, exist_ok=True)
     per.to_csv(args.per_session, sep="\t", index=False, na_rep="n/a")
     if examples:

@@ -15,7 +15,11 @@ import pandas as pd
 
 from ldae.data.tables import write_tsv_atomic
 
-__all__ = ["format_value", "markdown_table", "write_table", "read_table", "TABLE_FILES"]
+__all__ = ["format_value", "markdown_table", "write_table", "read_table", "with_intervals", "TABLE_FILES",
+           "CI_LOW", "CI_HIGH"]
+
+# interval columns of a metric column ``m``: ``m + CI_LOW`` and ``m + CI_HIGH`` (ldae.evaluation.bootstrap)
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 
 # stem -> title (results/tables/<stem>.tsv and .md)
 TABLE_FILES = {
@@ -56,17 +60,39 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
+def with_intervals(frame: pd.DataFrame, columns: Sequence[str], digits: int = 4) -> pd.DataFrame:
+    """A copy for display: each of ``columns`` that has ``<col>_ci_low/_ci_high`` becomes the text
+    'value [low, high]' ('n/a' parts stay 'n/a'); the interval columns themselves are dropped."""
+    out = frame.copy()
+    for col in columns:
+        low, high = f"{col}{CI_LOW}", f"{col}{CI_HIGH}"
+        if col not in out.columns or low not in out.columns or high not in out.columns:
+            continue
+        text = []
+        for value, lo, hi in zip(out[col], out[low], out[high]):
+            shown = format_value(value, digits)
+            if shown != "n/a" and not (pd.isna(lo) or pd.isna(hi)):
+                shown += f" [{format_value(lo, digits)}, {format_value(hi, digits)}]"
+            text.append(shown)
+        out[col] = text
+        out = out.drop(columns=[low, high])
+    return out
+
+
 def write_table(frame: pd.DataFrame, tsv_path: str | os.PathLike, title: str | None = None,
                 notes: Sequence[str] = (), digits: int = 4, md_path: str | os.PathLike | None = None,
-                paper: pd.DataFrame | None = None, md_columns: Sequence[str] | None = None) -> None:
+                paper: pd.DataFrame | None = None, md_columns: Sequence[str] | None = None,
+                intervals: Sequence[str] = ()) -> None:
     """``frame`` as ``<stem>.tsv`` (full precision, 'n/a' for missing) and ``<stem>.md`` (rounded, titled; only
-    ``md_columns`` if given; the paper's numbers below it if ``paper`` is given)."""
+    ``md_columns`` if given; ``intervals``: columns shown as 'value [low, high]' from their ``_ci_low/_ci_high``
+    columns; the paper's numbers below it if ``paper`` is given)."""
     tsv_path = Path(tsv_path)
     md_path = Path(md_path) if md_path else tsv_path.with_suffix(".md")
     clean = frame.astype(object).where(frame.notna(), None)
     write_tsv_atomic(clean, tsv_path)
     title = title or TABLE_FILES.get(tsv_path.stem, tsv_path.stem)
-    shown = frame[list(md_columns)] if md_columns else frame
+    shown = with_intervals(frame, intervals, digits) if intervals else frame
+    shown = shown[list(md_columns)] if md_columns else shown
     text = [f"### {title}", "", "This run:", "", markdown_table(shown, digits), ""]
     if paper is not None:
         text += ["Paper (Lozupone et al. 2025):", "", markdown_table(paper, digits), ""]

@@ -2,12 +2,17 @@
 
 Seconds per reconstruction at T DDIM steps (paper: T = 100; LDAE 6 s, DAE 120 s on an A100, "20x"): the full
 encode-decode path (y_sem, [AE encoder], DDIM inversion, DDIM decoding, [AE decoder]) for one scan, after a
-warm-up, median over repeats; CUDA is synchronised around each run. Parameter counts of the whole model; training
-wall time from the training rules' Snakemake benchmark files (s column), when given.
+warm-up, median over repeats; CUDA is synchronised around each run. On a GPU the runs use the precision training
+uses (``evaluation.timing.precision``, default auto: what the training verbs resolve ``precision: auto`` to -
+bf16 autocast on bf16-capable GPUs; the authors trained in 16-mixed), on a CPU fp32; the table states which.
+Parameters as the paper counts them (~920M for the LDAE): semantic encoder + gradient estimator with the frozen
+LDM inside; the autoencoder is reported apart, not counted. Training wall time from the training rules' Snakemake
+benchmark files (s column), when given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +21,34 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-__all__ = ["time_call", "training_seconds", "efficiency_table"]
+__all__ = ["time_call", "training_seconds", "efficiency_table", "timing_precision", "precision_context"]
+
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16,
+            "32-true": None, "32": None}
+
+
+def timing_precision(requested: str, device: torch.device | str) -> tuple[str, torch.dtype | None]:
+    """(label for the table, autocast dtype or None) of the timed runs: on CUDA the training precision
+    (``auto`` resolved as the training verbs do), on any other device fp32."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"fp32 ({device.type.upper()})", None
+    from ldae.training.common import resolve_precision
+
+    resolved = resolve_precision(str(requested))
+    if resolved not in AUTOCAST:
+        raise ValueError(f"evaluation.timing.precision: {requested!r} is not one of auto, bf16-mixed, 16-mixed, "
+                         "32-true")
+    dtype = AUTOCAST[resolved]
+    label = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast", None: "fp32"}[dtype]
+    return f"{label} (CUDA, training precision {resolved})", dtype
+
+
+def precision_context(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device`` with ``dtype``; a no-op context for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def _sync(device: torch.device) -> None:
@@ -66,7 +98,7 @@ def efficiency_table(rows: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-TIMING_DEFAULTS = {"steps": 100, "repeats": 3, "warmup": 1}
+TIMING_DEFAULTS = {"steps": 100, "repeats": 3, "warmup": 1, "precision": "auto"}
 
 
 def _table6_row(table6: pd.DataFrame | None, model: str, steps: int) -> dict[str, float]:
@@ -109,36 +141,50 @@ def main(argv: list[str] | None = None) -> int:
     steps = int(cfg["steps"])
     table6 = read_table(args.reconstruction) if args.reconstruction and Path(args.reconstruction).is_file() else None
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    precision, dtype = timing_precision(cfg["precision"], dev)
+
+    def timed_run(pipe):
+        def run():
+            with precision_context(dev, dtype):
+                return pipe.reconstruct(x, steps)
+
+        return time_call(run, dev, int(cfg["repeats"]), int(cfg["warmup"]))
+
     rows = {}
     ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
                                       runtime.ddim_settings(args.ddim))
-    timed = time_call(lambda: ldae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
+    timed = timed_run(ldae)
     n = ldae.parameter_count()
     hours = training_seconds(args.benchmarks_ldae) / 3600
-    rows["LDAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1), "Training (h)": hours, **timed,
-                    **_table6_row(table6, "LDAE", steps)}
+    rows["LDAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),
+                    "AE parameters (not counted)": ldae.autoencoder_parameter_count(), "Training (h)": hours,
+                    **timed, **_table6_row(table6, "LDAE", steps)}
     del ldae
     if args.dae:
         dae = runtime.load_dae_pipeline(args.dae, dev, runtime.ddim_settings(args.ddim))
-        timed = time_call(lambda: dae.reconstruct(x, steps), dev, int(cfg["repeats"]), int(cfg["warmup"]))
+        timed = timed_run(dae)
         n = dae.parameter_count()
         rows["DAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),
                        "Training (h)": training_seconds(args.benchmarks_dae) / 3600, **timed,
                        **_table6_row(table6, "DAE", steps)}
     table = efficiency_table(rows)
     table.insert(1, "Hardware", hardware)
-    table.insert(2, "T", steps)
+    table.insert(2, "Precision", precision)
+    table.insert(3, "T", steps)
     table = table.rename(columns={"seconds": "Seconds per reconstruction"})
     notes = [
         f"One scan ({record['participant_id']} {record['session_id']}), full encode + decode (y_sem, "
         f"[AE encoder], DDIM inversion, DDIM decoding, [AE decoder]) at T = {steps}; median of {cfg['repeats']} "
-        f"runs after {cfg['warmup']} warm-up run(s); both models on the same device in the same job.",
+        f"runs after {cfg['warmup']} warm-up run(s); both models on the same device in the same job, in {precision} "
+        "(GPU: the training precision; CPU: fp32).",
+        "Parameters: LDAE = semantic encoder + gradient estimator with the frozen LDM inside (as the paper's ~920M); "
+        "the AutoencoderKL is listed apart and not counted. DAE: the whole voxel-space model.",
         "Training (h): wall time of the training rules' Snakemake benchmarks (LDAE: autoencoder + latents + LDM + "
         "LDAE; DAE: train_dae). SSIM / LPIPS: Table 6, encoded x_T rows at this T.",
         "Paper: LDAE 6 s vs DAE 120 s on an A100 (20x).",
     ]
-    cols = ["Model", "Hardware", "T", "Parameters", "Training (h)", "Seconds per reconstruction",
-            "speed-up vs DAE", "SSIM", "LPIPS"]
+    cols = ["Model", "Hardware", "Precision", "T", "Parameters", "AE parameters (not counted)", "Training (h)",
+            "Seconds per reconstruction", "speed-up vs DAE", "SSIM", "LPIPS"]
     write_table(table, args.table, notes=notes, md_columns=[c for c in cols if c in table.columns],
                 paper=pd.DataFrame(TABLE5))
     print(table.to_string(index=False))
