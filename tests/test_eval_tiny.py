@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 
 from ldae.diffusion import DiffusionSchedule  # noqa: E402
 from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings  # noqa: E402
-from ldae.evaluation.pipelines import DAEPipeline, LDAEPipeline, count_params, seeded_noise  # noqa: E402
+from ldae.models.pipelines import DAEPipeline, LDAEPipeline, count_params, seeded_noise  # noqa: E402
 from ldae.evaluation.timing import efficiency_table, time_call, training_seconds  # noqa: E402
 from ldae.models import GradientEstimator, VoxelDAE, build_autoencoder, build_ldm_unet  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder  # noqa: E402

@@ -117,13 +117,24 @@ def test_imported_models_compute_what_the_authors_networks_compute(authors_files
     assert G.abs().max() > 0  # the perturbed zero-initialised output layer really carries weights
 
 
-def test_evaluation_loads_the_imported_chain(imported):
+def test_readme_python_api_on_the_imported_folder(imported):
+    """README "Python API": the same calls, on the imported models folder."""
     from ldae.evaluation.runtime import load_ldae_pipeline
+    from ldae.models.pipelines import LDAEPipeline
 
-    pipe = load_ldae_pipeline(imported / "autoencoder", imported / "latents", imported / "ldm", imported / "ldae")
+    pipe = io.load_pipeline(imported)
+    assert isinstance(pipe, LDAEPipeline) and load_ldae_pipeline is io.load_ldae_pipeline
+    assert pipe.ddim.as_config() == {"clip_x0": [-1.0, 1.0], "grid": "authors"}  # recorded by the import
     image = torch.rand(1, 1, 16, 24, 16, generator=torch.Generator().manual_seed(1))
-    rec = pipe.reconstruct(image, steps=2)
-    assert rec.shape == image.shape and torch.isfinite(rec).all()
+    y = pipe.semantic(image)
+    z = pipe.latent(image)
+    x_T = pipe.invert(z, y, 2)
+    rec = pipe.decode(pipe.sample(x_T, y, 2))
+    assert y.shape == (1, 16) and z.shape == (1, 3, 8, 12, 8) and rec.shape == image.shape
+    assert pipe.sample(x_T, None, 2).shape == z.shape
+    G, eps = pipe.estimator(z, torch.full((1,), 500), y, return_eps=True)
+    assert G.shape == eps.shape == z.shape
+    assert torch.equal(pipe.reconstruct(image, 2), rec)
 
 
 def test_missing_tensor_is_an_error_naming_key_and_file(authors_files, tmp_path, capsys):

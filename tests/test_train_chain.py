@@ -143,9 +143,9 @@ def test_models_load_as_evaluation_loads_them(chain):
     z = pipe.latent(image)
     y = pipe.semantic(image)
     assert z.shape == (1, 3, 8, 8, 8) and y.shape == (1, 24)
-    x_T = pipe.stochastic_encode(z, y, steps=4)
-    assert pipe.decode(x_T, y, steps=4).shape == image.shape
-    assert pipe.decode_latent(torch.randn_like(z), None, steps=2).shape == z.shape  # plain LDM
+    x_T = pipe.invert(z, y, steps=4)
+    assert pipe.decode(pipe.sample(x_T, y, steps=4)).shape == image.shape
+    assert pipe.sample(torch.randn_like(z), None, steps=2).shape == z.shape  # plain LDM
     summary = json.loads((models / "ldae/summary.json").read_text())
     assert summary["parameters"]["frozen_ldm"] == json.loads((models / "ldm/summary.json").read_text())[
         "parameters"]["unet"]

@@ -25,7 +25,7 @@ from ldae.diffusion import alpha_from_months, lerp, slerp
 
 from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import mse, ssim
-from .pipelines import LDAEPipeline
+from ldae.models.pipelines import LDAEPipeline
 
 __all__ = ["enumerate_triplets", "interpolation_study", "stratify", "POSITION_BINS"]
 

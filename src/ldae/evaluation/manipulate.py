@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .pipelines import LDAEPipeline
+from ldae.models.pipelines import LDAEPipeline
 from .probes import LinearProbe
 
 __all__ = ["shift_codes", "manipulate_scan", "choose_subjects"]

@@ -21,7 +21,7 @@ import torch
 
 from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import ImageMetrics
-from .pipelines import DAEPipeline, LDAEPipeline, seeded_noise
+from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise
 
 __all__ = ["ROWS", "reconstruction_study", "summarise_reconstruction"]
 

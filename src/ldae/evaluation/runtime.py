@@ -1,6 +1,6 @@
 """What every evaluation verb shares: arguments, device, session/image tables, image loading through the shared
 MONAI transforms, and loading the trained models (stages via :mod:`ldae.models.io`, baselines via
-:mod:`ldae.training.baselines`) into the evaluation pipelines."""
+:mod:`ldae.training.baselines`) into the model pipelines (ldae.models.pipelines)."""
 
 from __future__ import annotations
 
@@ -118,21 +118,7 @@ class ImageLoader:
 
 
 # ------------------------------------------------------------------------------------------------ models
-def load_ldae_pipeline(autoencoder: Path, latents: Path, ldm: Path, ldae: Path, device_: torch.device | str = "cpu",
-                       ddim=None):
-    """The trained LDAE chain as an :class:`ldae.evaluation.pipelines.LDAEPipeline` (``ddim``: DDIMSettings; None:
-    the defaults)."""
-    from ldae.diffusion import DDIMSettings
-    from ldae.evaluation.pipelines import LDAEPipeline
-    from ldae.models import io
-
-    ae = io.load_autoencoder(Path(autoencoder) / "weights.pt", Path(autoencoder) / "config.yaml", device_)
-    encoder, estimator = io.load_ldae(Path(ldae) / "weights.pt", Path(ldae) / "config.yaml",
-                                      Path(ldm) / "weights.pt", device_)
-    schedule = io.load_schedule(Path(ldm) / "config.yaml")
-    guidance = io.stage_section(Path(ldae) / "config.yaml", "ldae").get("guidance", "score")
-    return LDAEPipeline(ae, estimator, encoder, schedule, io.load_scale_factor(latents), guidance,
-                        ddim if ddim is not None else DDIMSettings())
+from ldae.models.io import load_ldae_pipeline  # noqa: E402  (the one LDAE loader; re-exported for the verbs)
 
 
 def load_dae_pipeline(folder: Path, device_: torch.device | str = "cpu", ddim=None):

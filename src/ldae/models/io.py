@@ -20,18 +20,17 @@ Quick reference::
     encoder, estimator = load_ldae("models/ldae/weights.pt", "models/ldae/config.yaml", "models/ldm/weights.pt")
     scale = load_scale_factor("models/latents")                                 # scale.json: 0.873 or 1/std (train)
 
-    # or everything at once, with the paper's encode/decode operations:
+    # or everything at once (ldae.models.pipelines.LDAEPipeline, the object every evaluation rule uses):
     pipe = load_pipeline("output/models", device="cuda")
     y = pipe.semantic(image)                   # (B, 1, X, Y, Z) in [0, 1] -> (B, 768) y_sem
     z = pipe.latent(image)                     # scaled posterior-mean latent (what the diffusion models see)
-    x_T = pipe.stochastic_encode(z, y, 100)    # deterministic DDIM inversion conditioned on y_sem
-    rec = pipe.decode(x_T, y, 100)             # DDIM decoding -> AE decoder -> image in [0, 1]
-    rec_from_noise = pipe.decode(torch.randn_like(z), y, 100)
+    x_T = pipe.invert(z, y, 100)               # deterministic DDIM inversion conditioned on y_sem
+    rec = pipe.decode(pipe.sample(x_T, y, 100))  # DDIM decoding -> AE decoder -> image
     # DDIM settings (x0 clamp, grid): those train_ldae recorded (config section `ddim`), or pass ddim=DDIMSettings(...)
-    ae_rec = pipe.to_image(z)                  # the AutoencoderKL reconstruction (the paper's reference)
+    ae_rec = pipe.decode(z)                    # the AutoencoderKL reconstruction (the paper's reference)
 
 Latent convention: the diffusion models work on ``scale * z`` (``scale`` from ``scale.json``);
-:meth:`LDAEPipeline.to_image` divides by it before the AE decoder.
+:meth:`LDAEPipeline.decode` divides by it before the AE decoder.
 """
 
 from __future__ import annotations
@@ -39,13 +38,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 import yaml
+
+from ldae.diffusion import DDIMSettings
+
+from .pipelines import LDAEPipeline
 
 __all__ = [
     "read_config",
@@ -57,6 +59,7 @@ __all__ = [
     "load_scale_factor",
     "ldae_state_dicts",
     "LDAEPipeline",
+    "load_ldae_pipeline",
     "load_pipeline",
     "read_tensor_file",
     "load_official_encoder",
@@ -199,94 +202,26 @@ def load_ldae(weights: str | os.PathLike, cfg, ldm_weights: str | os.PathLike,
     return encoder, estimator
 
 
-@dataclass
-class LDAEPipeline:
-    """The trained chain with the paper's operations ("Using the trained model"). All methods run under no_grad."""
-
-    autoencoder: nn.Module
-    encoder: nn.Module | None
-    estimator: nn.Module | None
-    ldm: nn.Module | None
-    schedule: Any
-    scale_factor: float
-    guidance: str = "score"
-    ddim: Any = None  # ldae.diffusion.DDIMSettings; None: the defaults (the authors' clamp and grid)
-
-    def __post_init__(self) -> None:
-        from ldae.diffusion import DDIMSettings
-
-        if self.ddim is None:
-            self.ddim = DDIMSettings()
-        elif not isinstance(self.ddim, DDIMSettings):
-            self.ddim = DDIMSettings.from_config(self.ddim)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.autoencoder.parameters()).device
-
-    @torch.no_grad()
-    def latent(self, image: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        """Scaled latent ``scale * z_mu`` (or a posterior sample) of an image batch."""
-        z_mu, z_sigma = self.autoencoder.encode(image.to(self.device))
-        z = z_mu + z_sigma * torch.randn_like(z_sigma) if sample else z_mu
-        return z * self.scale_factor
-
-    @torch.no_grad()
-    def to_image(self, z_scaled: torch.Tensor) -> torch.Tensor:
-        """AE decoder on a scaled latent -> image (not clamped)."""
-        return self.autoencoder.decode(z_scaled.to(self.device) / self.scale_factor)
-
-    @torch.no_grad()
-    def semantic(self, image: torch.Tensor) -> torch.Tensor:
-        return self.encoder(image.to(self.device))
-
-    def eps_fn(self, y_sem: torch.Tensor | None):
-        """eps function for DDIM: guided by ``y_sem`` (LDAE), or the unconditional LDM when ``y_sem`` is None."""
-        from ldae.diffusion import guided_eps_fn
-
-        if y_sem is None:
-            unet = self.ldm if self.ldm is not None else self.estimator.ldm
-            return lambda x, t: unet(x, timesteps=t)
-        return guided_eps_fn(self.estimator, y_sem, self.schedule, self.guidance)
-
-    @torch.no_grad()
-    def stochastic_encode(self, z_scaled: torch.Tensor, y_sem: torch.Tensor | None, steps: int = 100) -> torch.Tensor:
-        """Deterministic DDIM inversion ``scale * z -> x_T`` (conditioned on ``y_sem``; None: plain LDM)."""
-        from ldae.diffusion import ddim_invert
-
-        return ddim_invert(self.eps_fn(y_sem), z_scaled.to(self.device), self.schedule, steps, **self.ddim.kwargs())
-
-    @torch.no_grad()
-    def decode_latent(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int = 100) -> torch.Tensor:
-        from ldae.diffusion import ddim_sample
-
-        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, steps, **self.ddim.kwargs())
-
-    @torch.no_grad()
-    def decode(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int = 100) -> torch.Tensor:
-        """DDIM decoding (eta 0) of ``x_T`` guided by ``y_sem``, then the AE decoder -> image."""
-        return self.to_image(self.decode_latent(x_T, y_sem, steps))
+def load_ldae_pipeline(autoencoder: str | os.PathLike, latents: str | os.PathLike, ldm: str | os.PathLike,
+                       ldae: str | os.PathLike, device: str | torch.device = "cpu", ddim=None) -> LDAEPipeline:
+    """The LDAE chain from its four model folders as the ONE :class:`ldae.models.pipelines.LDAEPipeline` every
+    evaluation rule uses. ``ddim`` (DDIMSettings or a ``ddim`` config section): None -> the settings train_ldae
+    (or import-official) recorded in ``ldae/config.yaml``, else the defaults (the authors' clamp and grid)."""
+    ae = load_autoencoder(Path(autoencoder) / "weights.pt", Path(autoencoder) / "config.yaml", device)
+    encoder, estimator = load_ldae(Path(ldae) / "weights.pt", Path(ldae) / "config.yaml", Path(ldm) / "weights.pt",
+                                   device)
+    ldae_config = read_config(Path(ldae) / "config.yaml")
+    if ddim is None:
+        ddim = ldae_config.get("ddim")
+    return LDAEPipeline(ae, estimator, encoder, load_schedule(Path(ldm) / "config.yaml"),
+                        load_scale_factor(latents), stage_section(ldae_config, "ldae").get("guidance", "score"),
+                        ddim if isinstance(ddim, DDIMSettings) else DDIMSettings.from_config(ddim))
 
 
-def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                  with_ldae: bool = True, ddim=None) -> LDAEPipeline:
-    """Everything under ``<out_dir>/models`` (autoencoder/, latents/, ldm/, ldae/) as an :class:`LDAEPipeline`.
-
-    ``ddim`` (DDIMSettings or a ``ddim`` config section): None -> the settings train_ldae recorded in
-    ``ldae/config.yaml`` (else the defaults)."""
+def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "cpu", ddim=None) -> LDAEPipeline:
+    """Everything under ``<out_dir>/models`` (autoencoder/, latents/, ldm/, ldae/): :func:`load_ldae_pipeline`."""
     root = Path(models_dir)
-    ae = load_autoencoder(root / "autoencoder" / "weights.pt", root / "autoencoder" / "config.yaml", device)
-    ldm = load_ldm(root / "ldm" / "weights.pt", root / "ldm" / "config.yaml", device)
-    encoder = estimator = None
-    guidance = "score"
-    if with_ldae:
-        encoder, estimator = load_ldae(root / "ldae" / "weights.pt", root / "ldae" / "config.yaml",
-                                       root / "ldm" / "weights.pt", device)
-        guidance = stage_section(root / "ldae" / "config.yaml", "ldae")["guidance"]
-        if ddim is None:
-            ddim = read_config(root / "ldae" / "config.yaml").get("ddim")
-    return LDAEPipeline(ae, encoder, estimator, ldm, load_schedule(root / "ldm" / "config.yaml"),
-                        load_scale_factor(root / "latents"), guidance, ddim)
+    return load_ldae_pipeline(root / "autoencoder", root / "latents", root / "ldm", root / "ldae", device, ddim)
 
 
 # ------------------------------------------------------------------------------ the authors' released weights

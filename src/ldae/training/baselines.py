@@ -6,7 +6,7 @@ as the LDAE (section ``ldae.encoder``, overridable under ``dae.encoder``) and a 
 (``2 x - 1``; T = 1000 linear betas, like the LDM), Adam, EMA. At ``dae.shape`` (null: the images' shape) - the
 resolution that fits memory. Model selection: best validation SSIM of the reconstruction from y_sem + random
 noise (seeded per session, DDIM ``val_ddim_steps`` with the ``ddim`` section's x0 clamp and grid, passed as
-``--ddim``; the clamp range is read on the signed [-1, 1] scale, see :class:`ldae.evaluation.pipelines.DAEPipeline`),
+``--ddim``; the clamp range is read on the signed [-1, 1] scale, see :class:`ldae.models.pipelines.DAEPipeline`),
 the LDAE's criterion.
 
 Supervised encoder: the same encoder + one linear head trained end-to-end on the label, one model per task: ``ad``
@@ -106,7 +106,7 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         self.seed = int(cfg["train"]["seed"])
 
     def pipeline(self):
-        from ldae.evaluation.pipelines import DAEPipeline
+        from ldae.models.pipelines import DAEPipeline
 
         pipe = DAEPipeline.__new__(DAEPipeline)  # no eval() switch: used inside training/validation
         pipe.dae, pipe.schedule, pipe.shape, pipe.signed = self.dae, self.schedule, self.shape, self.signed
@@ -213,9 +213,9 @@ def supervised_targets(table, task: str, positive_class: str = "CN"):
 # --------------------------------------------------------------------------------------------------- loading
 def load_dae(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu",
              ddim=None):
-    """The trained DAE as a :class:`ldae.evaluation.pipelines.DAEPipeline` (eval mode, gradients off); ``ddim``
+    """The trained DAE as a :class:`ldae.models.pipelines.DAEPipeline` (eval mode, gradients off); ``ddim``
     (DDIMSettings or a ``ddim`` section): None -> the settings recorded at training (else the defaults)."""
-    from ldae.evaluation.pipelines import DAEPipeline
+    from ldae.models.pipelines import DAEPipeline
 
     data = stage.read_stage_config(cfg)
     module = DAEModule(data["config"], data["encoder"], weights_loaded=True,

@@ -1,5 +1,5 @@
-"""The trained models as the evaluation uses them: encode (y_sem, x_T), decode, reconstruct. Models are PASSED IN
-(built and loaded elsewhere: ldae.models.io in the CLI, tiny random networks in the tests).
+"""The ONE object per model that evaluation, the Python API and the tests use: encode (y_sem, latent, x_T), decode,
+reconstruct. Models are PASSED IN (loaded by :mod:`ldae.models.io`, or tiny random networks in the tests).
 
 LDAE (paper, "Using the trained model"):
   * semantic encoding ``y_sem = Enc(x0)`` on the image;
