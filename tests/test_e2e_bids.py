@@ -59,7 +59,7 @@ def run(tmp_path_factory):
     args = ["--configfile", str(CI), str(config)]
     bids_cohort.make_read_only(cohort)
     try:
-        result = snakemake(*args, *targets)
+        result = snakemake(*targets, *args)  # --configfile takes every path after it: targets first
         if result.returncode != 0:
             logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((out / "logs").rglob("*.log")))
             pytest.fail(f"workflow failed:\n{result.stderr[-6000:]}\n{logs[-12000:]}")
@@ -108,13 +108,13 @@ def test_validator_report(run):
 
 def test_reruns_follow_config_sections(run):
     args, targets, tmp = run["args"], run["targets"], run["tmp"]
-    dry = snakemake("-n", *args, *targets, timeout=600)
+    dry = snakemake("-n", *targets, *args, timeout=600)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
 
     def changed(name, section):
         path = tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(section))
-        result = snakemake("-n", *args, str(path), *targets, timeout=600)
+        result = snakemake("-n", *targets, *args, str(path), timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         return jobs_of(result.stdout)
 
