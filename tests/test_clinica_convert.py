@@ -105,14 +105,14 @@ def test_missing_csv_is_named_with_the_config_key(converted, tmp_path, capsys):
 def test_clinica_failure_shows_clinicas_own_error(converted, tmp_path, capsys):
     dl, _ = converted
     clinical = _copy_clinical(dl, tmp_path / "clinical")
-    merge = pd.read_csv(clinical / "ADNIMERGE.csv")
-    merge.drop(columns=["ORIGPROT"]).to_csv(clinical / "ADNIMERGE.csv", index=False)
+    merge = pd.read_csv(clinical / "ADNIMERGE.csv")  # every column there (checked before), but a date clinica
+    merge.assign(EXAMDATE_bl="31/12/2099").to_csv(clinical / "ADNIMERGE.csv", index=False)  # cannot parse
     rc = convert.main(["--dataset-dir", str(dl / "ADNI"), "--clinical-dir", str(clinical),
                        "--bids-dir", str(tmp_path / "bids"), "--log", str(tmp_path / "c.log")])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1
-    assert "clinica adni-to-bids failed" in err and "ORIGPROT" in err  # clinica's traceback, not a generic message
-    assert "ORIGPROT" in (tmp_path / "c.log").read_text()
+    assert "clinica adni-to-bids failed" in err and "31/12/2099" in err  # clinica's traceback, not a generic message
+    assert "31/12/2099" in (tmp_path / "c.log").read_text()
     assert sorted(os.listdir(tmp_path)) == ["c.log", "clinical"]  # no partial BIDS, no temp folder
 
 

@@ -86,6 +86,14 @@ def test_missing_participants_names_file(bids):
         sessions_mod.build_session_table(bids)
 
 
+def test_missing_sessions_column_names_the_adni_table(bids):
+    """clinica's sessions.tsv without diagnosis (ADNIMERGE without DX): the error names where it comes from."""
+    path = bids / "sub-ADNI011S0001" / "sub-ADNI011S0001_sessions.tsv"
+    pd.read_csv(path, sep="\t").drop(columns=["diagnosis"]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(TableError, match="'diagnosis' .clinica writes it from ADNIMERGE.csv DX, config data.clinical_dir"):
+        sessions_mod.build_session_table(bids)
+
+
 def test_cli_writes_both_tables(bids, tmp_path):
     out, excl = tmp_path / "t" / "sessions.tsv", tmp_path / "t" / "excluded.tsv"
     assert sessions_mod.main(["--bids-dir", str(bids), "--out", str(out), "--excluded", str(excl)]) == 0

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-adni": ("ldae.data.synth", "generate a synthetic ADNI-like raw download (images + clinical CSVs)"),
     "adni-to-bids": ("ldae.data.convert", "run clinica's adni-to-bids converter (T1) with a kept log"),
     "sessions": ("ldae.data.sessions", "build the session table from the BIDS dataset (pybids)"),
+    "validate-bids": ("ldae.data.validate_bids", "official BIDS validator on the input dataset (warnings only)"),
     "splits": ("ldae.data.splits", "subject-level train/val/test + probe splits, seeded, written once"),
     "preprocess": ("ldae.preprocess.pipeline", "N4 -> registration -> skull strip for one session"),
     "preproc-qc": ("ldae.preprocess.qc", "gather per-session QC into the cohort QC table"),

@@ -70,8 +70,9 @@ def container_for(name):
     return config["containers"].get(name) or None
 
 
-# ---- raw inputs: a real LONI download or the synthetic one this workflow generates -------------------
+# ---- inputs: a real LONI download, an existing BIDS dataset, or the synthetic download this workflow generates ----
 SYNTHETIC = config["data"]["source"] == "synthetic"
+BIDS_SOURCE = config["data"]["source"] == "bids"
 
 
 def raw_root():
@@ -93,6 +94,8 @@ def raw_inputs():
     converter then stops with an error naming the config key to fill in."""
     if SYNTHETIC:
         return {"raw": raw_root()}
+    if BIDS_SOURCE:  # adni_to_bids never runs
+        return {}
     given = {"dataset": adni_dir(), "clinical": clinical_dir()}
     for key, path in (("data.adni_dir", adni_dir()), ("data.clinical_dir", clinical_dir())):
         if not path:
@@ -100,10 +103,36 @@ def raw_inputs():
     return {name: path for name, path in given.items() if path}
 
 
-BIDS = out("bids")
+BIDS_CONVERTED = out("bids")  # clinica's output (sources adni and synthetic)
+# The BIDS dataset read from here on: clinica's output, or config data.bids_dir (source bids; only read).
+BIDS = config["data"]["bids_dir"] if BIDS_SOURCE else BIDS_CONVERTED
 SESSIONS = out("tables", "sessions.tsv")
 EXCLUDED = out("tables", "excluded_sessions.tsv")
 SPLITS = out("tables", "splits.tsv")
+BIDS_VALIDATION = out("work", "bids_validation.json")
+
+
+def bids_inputs():
+    """What the sessions checkpoint waits for: clinica's output, or the user's dataset (source bids)."""
+    if BIDS_SOURCE and not BIDS:
+        raise ValueError("config data.source is 'bids' but data.bids_dir is empty: set it to your BIDS dataset")
+    if BIDS_SOURCE and not os.path.isdir(BIDS):
+        logger.warning(f"config data.bids_dir {BIDS!r} is not a folder: set it to your BIDS dataset (data.source: bids)")
+    return {"bids": BIDS}
+
+
+def sessions_flags():
+    """Flags of the sessions verb: config `sessions`, and for source bids `--layout-json` with config data.bids
+    (other sources read clinica's layout, so their params stay as they were). data.bids.validate is left out:
+    it does not change the table."""
+    flags = cli_flags(config["sessions"])
+    if not BIDS_SOURCE:
+        return flags
+    import json
+    import shlex
+
+    layout = {key: value for key, value in config["data"]["bids"].items() if key != "validate"}
+    return f"{flags} --layout-json {shlex.quote(json.dumps(layout, sort_keys=True))}"
 
 
 def session_table():

@@ -1,4 +1,5 @@
-# Raw download (ADNI or synthetic) -> BIDS (clinica) -> session table -> subject-level splits.
+# Raw download (ADNI or synthetic) -> BIDS (clinica), or an existing BIDS dataset (data.source: bids)
+# -> session table -> subject-level splits.
 
 
 rule synthesize_adni:
@@ -24,7 +25,7 @@ rule adni_to_bids:
     input:
         **raw_inputs(),
     output:
-        bids=directory(BIDS),
+        bids=directory(BIDS_CONVERTED),
     params:
         dataset=adni_dir(),
         clinical=clinical_dir(),
@@ -51,12 +52,12 @@ rule adni_to_bids:
 checkpoint sessions:
     """One row per usable T1w session (pybids); the rest go to the exclusions table with a reason."""
     input:
-        bids=BIDS,
+        **bids_inputs(),
     output:
         sessions=SESSIONS,
         excluded=EXCLUDED,
     params:
-        flags=cli_flags(config["sessions"]),
+        flags=sessions_flags(),
     log:
         log_file("sessions"),
     benchmark:
@@ -68,6 +69,24 @@ checkpoint sessions:
     shell:
         "python -m ldae.cli sessions --bids-dir {input.bids} --out {output.sessions} --excluded {output.excluded}"
         " {params.flags} > {log} 2>&1"
+
+
+rule validate_bids:
+    """The official BIDS validator on config data.bids_dir (data.bids.validate): findings are warnings, never fatal."""
+    input:
+        **bids_inputs(),
+    output:
+        report=BIDS_VALIDATION,
+    log:
+        log_file("validate_bids"),
+    benchmark:
+        bench_file("validate_bids")
+    conda:
+        env_file("clinica")
+    container:
+        container_for("clinica")
+    shell:
+        "python -m ldae.cli validate-bids --bids-dir {input.bids} --out {output.report} > {log} 2>&1"
 
 
 rule splits:
@@ -91,3 +110,5 @@ rule splits:
 
 
 TARGETS.extend([SESSIONS, SPLITS])
+if BIDS_SOURCE and config["data"].get("bids", {}).get("validate"):
+    TARGETS.append(BIDS_VALIDATION)

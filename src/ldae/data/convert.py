@@ -18,29 +18,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ldae.data import adni_tables
+
 log = logging.getLogger("ldae.convert")
 
-# clinica 0.12 T1-only conversion fails without these tables (clinical_dir, same name matching as clinica)
-REQUIRED_CSVS = (
-    "ADNIMERGE",
-    "MPRAGEMETA",
-    "MRIQUALITY",
-    "MAYOADIRL_MRI_IMAGEQC_05_07_15",
-    "APOERES",
-    "DXSUM_PDXCONV_ADNIALL",
-)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ERROR_HINT = re.compile(r"error|exception|traceback|raise|not found|failed", re.IGNORECASE)
 
 
 class ConversionError(RuntimeError):
     pass
-
-
-def _find_csv(clinical_dir: Path, name: str) -> list[Path]:
-    """Files clinica's `load_clinical_csv` would match for `name` (NAME.csv or NAME_<ddMonYYYY>.csv)."""
-    pattern = re.compile(name + r"(_\d{1,2}[A-Za-z]{3}\d{4})?.csv")
-    return [f for f in clinical_dir.rglob("[!.]*.csv") if pattern.search(f.name)]
 
 
 def check_inputs(dataset_dir: Path, clinical_dir: Path, subjects_list: Path | None = None) -> None:
@@ -54,16 +41,13 @@ def check_inputs(dataset_dir: Path, clinical_dir: Path, subjects_list: Path | No
         )
     if not clinical_dir.is_dir():
         raise ConversionError(f"ADNI clinical CSV folder not found: {clinical_dir} (set data.clinical_dir in config.yaml)")
-    problems = []
-    for name in REQUIRED_CSVS:
-        found = _find_csv(clinical_dir, name)
-        if len(found) != 1:
-            what = "missing" if not found else f"ambiguous ({len(found)} matches: {', '.join(f.name for f in found)})"
-            problems.append(f"{name}.csv {what}")
+    problems = adni_tables.table_problems(clinical_dir)
     if problems:
         raise ConversionError(
-            f"clinical tables in {clinical_dir} (data.clinical_dir): " + "; ".join(problems)
-            + ". Download them from LONI IDA (Study Files) into that folder."
+            f"the ADNI study tables in {clinical_dir} (config data.clinical_dir) lack what clinica "
+            f"{adni_tables.CLINICA_VERSION} adni-to-bids or the session table reads:\n"
+            + "\n".join(f"  - {problem}" for problem in problems)
+            + "\nDownload the complete tables from LONI IDA (Study Files) into that folder; nothing was converted."
         )
     if subjects_list is not None and not subjects_list.is_file():
         raise ConversionError(f"subjects list not found: {subjects_list}")
