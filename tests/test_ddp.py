@@ -166,8 +166,9 @@ def test_autoencoder_two_optimisers_under_ddp(runs):
     assert summary["best_val_ssim"] == pytest.approx(records[0]["best"]["score"])
     ckpt = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["optimizer_states"]) == 2 and all(s["state"] for s in ckpt["optimizer_states"])
+    best = checkpoint_weights(folder / "best.ckpt", "autoencoder.")
     assert_same(torch.load(folder / "weights.pt", weights_only=True),
-                {k[len("autoencoder."):]: v for k, v in checkpoint_weights(folder / "best.ckpt", "autoencoder.").items()})
+                {k[len("autoencoder."):]: v for k, v in best.items()})
     metrics = pd.read_csv(folder / "metrics.csv")
     assert metrics["val/ssim"].notna().sum() == EPOCHS
 
