@@ -66,14 +66,15 @@ def cohort_args(root: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def ci_cohort(tmp_path_factory) -> Path:
-    """8 training sessions (4 subjects x 2), 3 validation sessions (2 subjects, one with a single session kept:
-    an odd count), 2 test sessions, at the CI image grid."""
-    root = make_cohort(tmp_path_factory.mktemp("ci_cohort"), {"train": 4, "val": 2, "test": 1})
+    """8 training sessions (4 subjects x 2), 5 validation sessions (3 subjects, the last one's second session
+    excluded by QC: an odd count, so 2 ranks get different numbers of validation batches), 2 test sessions, at the
+    CI image grid."""
+    root = make_cohort(tmp_path_factory.mktemp("ci_cohort"), {"train": 4, "val": 3, "test": 1})
     import pandas as pd
 
     qc_path = root / "derivatives/ldae-preproc/qc.tsv"
     qc = pd.read_csv(qc_path, sep="\t", dtype=str, keep_default_na=False)
-    last_val = (qc.participant_id == "sub-ADNI005") & (qc.session_id == "ses-M012")
+    last_val = (qc.participant_id == "sub-ADNI006") & (qc.session_id == "ses-M012")
     qc.loc[last_val, ["status", "reason", "preproc"]] = ["excluded", "test: odd validation count", ""]
     qc.to_csv(qc_path, sep="\t", index=False)
     return root

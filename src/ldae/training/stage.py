@@ -9,6 +9,9 @@
 * SSIM as the paper's code computes it (:func:`ssim_3d`);
 * per-step reseeding (:class:`StepSeeding`), so a resumed run draws the same noise, timesteps, dropout masks and
   data order as an uninterrupted one;
+* the loaders (:func:`loader`): samplers that split the data between DDP ranks (training: a (seed, epoch)
+  permutation; validation: every session once), and a training loader whose position is checkpointed, so a run
+  resumes in the middle of an epoch with the next batch (:class:`ResumableLoader`);
 * publishing a finished run into the rule's declared output folder (:func:`publish`).
 """
 
