@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "max_epochs": 20, "max_steps": -1, "batch_size": 1, "accumulate_grad_batches": 8,
         "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0,
+        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
     },
 }
 
@@ -193,9 +193,9 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
             self._step(opt_d, stepping)
             self.untoggle_optimizer(opt_d)
             logs["train/loss_d"] = loss_d.detach()
-        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self.log("perceptual_enabled", float(self.perceptual is not None), on_step=False, on_epoch=True,
-                 batch_size=x.shape[0])
+                 batch_size=x.shape[0], sync_dist=True)
         self.log("train/l1_step", parts["l1"].detach(), prog_bar=True, on_step=True, on_epoch=False,
                  batch_size=x.shape[0], logger=False)
         return loss_g.detach()

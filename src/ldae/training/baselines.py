@@ -51,7 +51,7 @@ DAE_DEFAULTS: dict[str, Any] = {
     "train": {
         "max_epochs": 200, "max_steps": -1, "batch_size": 2, "accumulate_grad_batches": 4,
         "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0,
+        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
     },
 }
 SUPERVISED_DEFAULTS: dict[str, Any] = {
@@ -62,7 +62,7 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
     "train": {
         "max_epochs": 50, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 1,
         "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0,
+        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
     },
 }
 TASKS = ("ad", "age")
@@ -129,7 +129,8 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         shape = (images.shape[0], 1, *(self.shape or images.shape[2:]))
         t = self.schedule.sample_timesteps(images.shape[0], device=images.device)
         loss, _, _ = self._loss(images, t, torch.randn(shape, device=images.device))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0],
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -187,10 +188,10 @@ class SupervisedModule(stage.StepSeeding, pl.LightningModule):
         loss = self.loss_fn(out, batch["target"])
         n = batch["target"].shape[0]
         self.log(f"{name}/loss", loss, prog_bar=True, on_step=name == "train", on_epoch=True, batch_size=n,
-                 sync_dist=name == "val")
+                 sync_dist=True)
         if self.task == "ad":
             acc = ((out > 0).float() == batch["target"]).float().mean()
-            self.log(f"{name}/accuracy", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=name == "val")
+            self.log(f"{name}/accuracy", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -39,6 +39,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "log_every_n_steps": 10,
     "seed": 0,
     "devices": "auto",  # number of GPUs (the rule passes its `gpus` resource); CPU when none
+    "cpu_processes": 1,  # DDP processes (gloo) when no GPU is visible; 1: a single process
 }
 
 
@@ -59,9 +60,13 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
-def accelerator_and_devices(devices) -> tuple[str, Any]:
+def accelerator_and_devices(devices, cpu_processes: int = 1) -> tuple[str, Any]:
+    """(accelerator, processes): the rule's GPUs when CUDA is visible, else ``cpu_processes`` CPU processes."""
     if not torch.cuda.is_available():
-        return "cpu", 1
+        processes = int(cpu_processes or 1)
+        if processes < 1:
+            raise ValueError(f"train.cpu_processes must be >= 1, got {cpu_processes}")
+        return "cpu", processes
     if devices in ("auto", None, 0):
         return "gpu", torch.cuda.device_count()
     return "gpu", int(devices)
@@ -151,6 +156,21 @@ def ema_callback(decay: float):
     return WeightAveraging(avg_fn=ema_update)
 
 
+def cpu_layout_callback():
+    """Converts the module's 3-D convolution weights to the CPU's fast channels-last-3d layout at ``setup``, i.e.
+    before DDP wraps the module (DDP's gradient buckets follow the layout the weights have at that point; the
+    modules' own conversion at ``on_fit_start`` comes after it and would leave every bucket copy strided)."""
+    import lightning.pytorch as pl
+
+    class CpuLayout(pl.Callback):
+        def setup(self, trainer, pl_module, stage):
+            from ldae.training.stage import cpu_channels_last_
+
+            cpu_channels_last_(pl_module)
+
+    return CpuLayout()
+
+
 def cluster_plugins(processes: int) -> list:
     """Lightning's cluster environment for this job.
 
@@ -183,19 +203,34 @@ def build_trainer(
     enable_progress_bar: bool = True,
     find_unused_parameters: bool = False,
 ):
-    """A Lightning Trainer with last/best checkpoints, optional EMA, SLURM requeue, DDP for >1 GPU.
+    """A Lightning Trainer with last/best checkpoints, optional EMA, SLURM requeue, DDP for >1 GPU (or for
+    ``cpu_processes`` > 1 on a machine without GPUs: gloo backend, the CPU threads split between the processes).
 
     ``find_unused_parameters``: DDP for modules whose backward passes touch only some parameters (stage 1's
-    manual generator/discriminator optimisation)."""
+    manual generator/discriminator optimisation). Under DDP every process runs the verb (Lightning restarts the
+    command line for the other ranks); the stage loaders (:func:`ldae.training.stage.loader`) shard the data."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    accelerator, devices = accelerator_and_devices(settings["devices"])
-    every = ModelCheckpoint(
+    class _StepCheckpoint(ModelCheckpoint):
+        """``last.ckpt`` every N steps and at epoch ends, but not at ``on_train_end``: there Lightning (>= 2.6)
+        would write it AFTER the EMA callback has copied the averaged weights into the model, losing the raw
+        weights a resumed run needs; the final ``last.ckpt`` is :class:`ldae.training.stage.SaveLastAtEnd`'s."""
+
+        def on_train_end(self, trainer, pl_module):
+            pass
+
+        @property
+        def state_key(self) -> str:  # the key of a plain ModelCheckpoint: checkpoints of earlier runs resume
+            return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    accelerator, devices = accelerator_and_devices(settings["devices"], settings["cpu_processes"])
+    every = _StepCheckpoint(
         dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
         every_n_train_steps=settings["checkpoint_every_n_steps"],
     )
-    all_callbacks = [every, *callbacks]
+    all_callbacks = [cpu_layout_callback()] if accelerator == "cpu" else []
+    all_callbacks += [every, *callbacks]
     if monitor:
         all_callbacks.append(
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
@@ -203,7 +238,9 @@ def build_trainer(
         )
     if ema_decay:
         all_callbacks.append(ema_callback(ema_decay))
-    multi = accelerator == "gpu" and devices > 1
+    multi = devices > 1
+    if multi and accelerator == "cpu":  # each process gets its share of the job's threads
+        torch.set_num_threads(max(1, torch.get_num_threads() // devices))
     plugins = cluster_plugins(devices if multi else 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

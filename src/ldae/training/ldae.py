@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "max_epochs": 200, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 2,
         "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0,
+        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
     },
 }
 
@@ -120,7 +120,8 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         y = self.encoder(batch["image"])
         t = self.schedule.sample_timesteps(x0.shape[0], device=x0.device)
         loss = pdae_loss(self.estimator, x0, t, torch.randn_like(x0), y, self.schedule, self.cfg["gamma"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0],
+                 sync_dist=True)
         return loss
 
     # ------------------------------------------------------------------------------------------- validation

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "max_epochs": 500, "max_steps": -1, "batch_size": 32, "accumulate_grad_batches": 2,
         "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 1000,
-        "val_every_n_epochs": 10, "log_every_n_steps": 50, "seed": 0,
+        "val_every_n_epochs": 10, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
     },
 }
 
@@ -71,7 +71,8 @@ class LDMModule(stage.StepSeeding, pl.LightningModule):
         x0 = batch["latent"]
         t = self.schedule.sample_timesteps(x0.shape[0], device=x0.device)
         loss = eps_loss(self.eps, x0, t, torch.randn_like(x0), self.schedule)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0],
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -9,6 +9,9 @@
 * SSIM as the paper's code computes it (:func:`ssim_3d`);
 * per-step reseeding (:class:`StepSeeding`), so a resumed run draws the same noise, timesteps, dropout masks and
   data order as an uninterrupted one;
+* the loaders (:func:`loader`): samplers that split the data between DDP ranks (training: a (seed, epoch)
+  permutation; validation: every session once), and a training loader whose position is checkpointed, so a run
+  resumes in the middle of an epoch with the next batch (:class:`ResumableLoader`);
 * publishing a finished run into the rule's declared output folder (:func:`publish`).
 """
 
@@ -217,26 +220,133 @@ class ImageDataset(torch.utils.data.Dataset):
         return {"image": image, "index": index}
 
 
-class EpochRandomSampler(torch.utils.data.RandomSampler):
-    """A RandomSampler whose order depends only on (seed, epoch): Lightning calls ``set_epoch`` before every epoch,
-    resumed ones included, so a resumed run visits the data in the same order. (Under DDP Lightning replaces it
-    by a DistributedSampler, which is seeded per epoch the same way.)"""
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the running DDP process group; (0, 1) in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _ShardSampler(torch.utils.data.DistributedSampler):
+    """A sampler that splits the data between DDP ranks itself, reading rank and world size when it is iterated
+    (the process group exists only inside ``Trainer.fit``). Being a DistributedSampler, Lightning keeps it
+    instead of installing its own."""
+
+    def __init__(self, data_source, shuffle: bool, seed: int = 0):  # no super().__init__: it needs the group
+        self.dataset = data_source
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.drop_last = False
+
+    def indices(self) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+class EpochRandomSampler(_ShardSampler):
+    """Training order: a permutation that depends only on (seed, epoch) (Lightning calls ``set_epoch`` before
+    every epoch), so a resumed run visits the data in the same order. Under DDP rank r takes positions
+    r, r + W, ... of it (padded with its first items to a multiple of W, as torch's DistributedSampler does), so
+    every rank sees its own 1/W of the data per epoch. :meth:`resume` skips what a checkpointed run had already
+    trained on in its current epoch (see :class:`ResumableLoader`)."""
 
     def __init__(self, data_source, seed: int = 0):
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed = int(seed)
-        self.set_epoch(0)
+        super().__init__(data_source, shuffle=True, seed=seed)
+        self._resume_at: tuple[int, int] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(_mix(self.seed, 0, epoch))
+    def resume(self, epoch: int, samples_done: int) -> None:
+        """The next iteration, if it is one of ``epoch``, starts after the rank's first ``samples_done`` samples."""
+        self._resume_at = (int(epoch), int(samples_done))
+
+    def shard(self) -> list[int]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(self.seed, 0, self.epoch))).tolist()
+        rank, world = process_group()
+        if world > 1:
+            total = -(-n // world) * world
+            order = (order * (total // max(n, 1) + 1))[:total]
+            order = order[rank:total:world]
+        return order
+
+    def indices(self) -> list[int]:
+        return self.shard()
+
+    def __iter__(self):
+        order = self.shard()
+        if self._resume_at is not None:
+            epoch, done = self._resume_at
+            self._resume_at = None
+            if epoch == self.epoch:
+                order = order[done:]
+        return iter(order)
+
+
+class EvalSampler(_ShardSampler):
+    """Validation order: sequential; under DDP rank r evaluates items r, r + W, ... once each (no padding
+    duplicates, so the metrics reduced over the ranks are those of the whole split). A split smaller than the
+    world gives the ranks past its end one repeated item each (every rank must run validation)."""
+
+    def __init__(self, data_source):
+        super().__init__(data_source, shuffle=False)
+
+    def indices(self) -> list[int]:
+        n = len(self.dataset)
+        rank, world = process_group()
+        if world == 1 or n == 0:
+            return list(range(n))
+        return list(range(rank, n, world)) if rank < n else [rank % max(n, 1)]
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """The training DataLoader: Lightning saves its :meth:`state_dict` (epoch and batches handed out this
+    epoch) in every checkpoint and gives it back on resume, so a run stopped in the middle of an epoch continues
+    with the next batch of the same order (with a plain loader Lightning would train the epoch's first batches
+    again in place of the remaining ones). A state of another world size, batch size or data size is ignored
+    (that epoch starts again)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._batches, self._start = 0, 0, 0
+
+    def __iter__(self):  # a generator: runs at the first batch, after Lightning's set_epoch
+        self._epoch, self._batches, self._start = self.sampler.epoch, self._start, 0
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def _layout(self) -> dict[str, int]:
+        return {"world_size": process_group()[1], "batch_size": int(self.batch_size), "samples": len(self.dataset)}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._batches, **self._layout()}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        if any(state.get(key) != value for key, value in self._layout().items()):
+            log.warning("checkpoint from another data layout (%s, now %s): its epoch restarts", dict(state),
+                        self._layout())
+            return
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):  # stopped at an epoch's end: the next epoch starts afresh
+            return
+        self.sampler.resume(epoch, batches * int(self.batch_size))
+        self._start = batches
 
 
 def loader(dataset, settings: Mapping[str, Any], shuffle: bool, batch_size: int | None = None, drop_last=False):
+    """Training (``shuffle``: :class:`EpochRandomSampler` in a :class:`ResumableLoader`) or validation
+    (:class:`EvalSampler`) loader; both shard the data between DDP ranks."""
     workers = int(settings["num_workers"])
-    sampler = EpochRandomSampler(dataset, settings["seed"]) if shuffle else None
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=int(batch_size or settings["batch_size"]), sampler=sampler, num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
+    sampler = EpochRandomSampler(dataset, settings["seed"]) if shuffle else EvalSampler(dataset)
+    kind = ResumableLoader if shuffle else torch.utils.data.DataLoader
+    return kind(
+        dataset, batch_size=int(batch_size or settings["batch_size"]), sampler=sampler, num_workers=workers,
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
     )
 
 

@@ -1,0 +1,324 @@
+"""Paper-size training on the CPU: seconds per step and peak memory of every stage, and one reconstruction per model.
+
+Each stage runs in its own process, so its peak resident memory (ru_maxrss) is its own. In it, the stage's module at
+the config's sizes (config.yaml, the paper: 128 x 160 x 128 images, the ~14M AutoencoderKL, the 486M LDM, the ~920M
+LDAE, the ~130M voxel DAE; or config.yaml with an overlay, --config), batch 1, fp32 (what `precision: auto` is on a
+CPU), 3-D weights and batches in the channels-last-3d layout (as training on a CPU), random tensors (timing and
+memory do not depend on the values): --warmup + --steps training steps (forward + backward + Adam step; stage 1: a
+generator AND a discriminator update), then one reconstruction of one scan in eval mode at --ddim-steps T:
+
+* autoencoder: encode (posterior mean) + decode (no T);
+* ldm: AE encode, DDIM inversion and DDIM decoding with the LDM alone (T steps each), AE decode (the LDDIM baseline);
+* ldae: semantic encoder, AE encode, guided DDIM inversion + decoding (T each), AE decode (`LDAEPipeline.reconstruct`);
+* dae: semantic encoder, DDIM inversion + decoding in image space at `dae.shape` (`DAEPipeline.reconstruct`).
+
+The machine (CPU model, cores, memory, load average before and after each stage), torch, threads and all settings
+are recorded beside the numbers in the JSON (default bench/results/paper_size_cpu.json).
+
+    .venv/bin/python bench/training/paper_size_cpu.py                       # paper sizes: ~18 GiB, hours on 2 cores
+    .venv/bin/python bench/training/paper_size_cpu.py --stages ldm,ldae --steps 2 --ddim-steps 5
+    .venv/bin/python bench/training/paper_size_cpu.py --config tests/configs/ci.yaml --out /tmp/tiny.json  # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+warnings.filterwarnings("ignore")
+STAGES = ("autoencoder", "ldm", "ldae", "dae")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def merged_config(overlay: str | None) -> dict:
+    """config.yaml with the overlay's keys merged in (recursively)."""
+    def merge(base, extra):
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    if overlay:
+        merge(config, yaml.safe_load(Path(overlay).read_text()))
+    return config
+
+
+def stage_configs(config: dict) -> dict:
+    from ldae.training import autoencoder as A
+    from ldae.training import baselines as B
+    from ldae.training import ldae as D
+    from ldae.training import ldm as L
+    from ldae.training import stage
+
+    dae = stage.resolve_config(B.DAE_DEFAULTS, config.get("dae"), "dae")
+    return {
+        "images": config["images"],
+        "autoencoder": stage.resolve_config(A.DEFAULTS, config["autoencoder"], "autoencoder"),
+        "ldm": stage.resolve_config(L.DEFAULTS, config["ldm"], "ldm"),
+        "ldae": stage.resolve_config(D.DEFAULTS, config["ldae"], "ldae"),
+        "dae": dae,
+        "dae_encoder": B.resolve_encoder(config["ldae"].get("encoder"), dae["encoder"]),
+    }
+
+
+def latent_shape(cfgs: dict) -> list[int]:
+    """The AutoencoderKL's latent shape: latent_channels x image shape / 2^(levels - 1)."""
+    net = cfgs["autoencoder"]["network"]
+    factor = 2 ** (len(net["channels"]) - 1)
+    return [int(net["latent_channels"]), *(int(s) // factor for s in cfgs["images"]["shape"])]
+
+
+def machine() -> dict:
+    info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        total_kb = int(next(line.split()[1] for line in meminfo if line.startswith("MemTotal")))
+        info["memory_gib"] = round(total_kb / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        info["cpu"] = platform.processor() or platform.machine()
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                            check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+def peak_rss_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # Linux: KiB
+
+
+def timed_steps(step, steps: int, warmup: int) -> dict:
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(round(time.perf_counter() - start, 3))
+    return {"seconds_per_step": round(sum(times) / len(times), 3), "step_seconds": times,
+            "peak_rss_gib_after_training": peak_rss_gib()}
+
+
+def timed_once(fn) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn()
+    return round(time.perf_counter() - start, 3)
+
+
+def optimiser_step(module, optimiser, batch) -> None:
+    loss = module.training_step(batch, 0)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+
+
+def fresh_autoencoder(cfgs: dict):
+    from ldae.models import build_autoencoder
+    from ldae.training import autoencoder as A
+    from ldae.training import stage
+
+    return stage.cpu_channels_last_(build_autoencoder(A.network_config(cfgs["autoencoder"])).eval())
+
+
+# ---------------------------------------------------------------------------------------------- the stages
+def run_autoencoder(cfgs: dict, args) -> dict:
+    from ldae.models import count_parameters, encode_mean
+    from ldae.training import autoencoder as A
+    from ldae.training import stage
+
+    module, _, status = A.build_module(cfgs["autoencoder"])
+    stage.cpu_channels_last_(module)
+    opt_g, opt_d = module.configure_optimizers()
+    x = stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"]))
+
+    def step():
+        loss, _, recon = module.generator_losses(x)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        if module.w["adversarial"] > 0:
+            loss_d = module.discriminator_loss(x, recon)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+    out = timed_steps(step, args.steps, args.warmup)
+    ae = module.autoencoder.eval()
+    with torch.no_grad():
+        start = time.perf_counter()
+        z = encode_mean(ae, x)
+        encode_seconds = round(time.perf_counter() - start, 3)
+        decode_seconds = timed_once(lambda: ae.decode(z))
+    assert list(z.shape[1:]) == latent_shape(cfgs), (list(z.shape[1:]), latent_shape(cfgs))
+    out.update(step="generator + discriminator update" if module.w["adversarial"] > 0 else "generator update",
+               parameters=count_parameters(module.autoencoder),
+               discriminator_parameters=count_parameters(module.discriminator),
+               perceptual_enabled=status["perceptual_enabled"], encode_seconds=encode_seconds,
+               reconstruction_seconds=round(encode_seconds + decode_seconds, 3),
+               reconstruction="encode (posterior mean) + decode")
+    return out
+
+
+def run_ldm(cfgs: dict, args) -> dict:
+    from ldae.diffusion import ddim_invert, ddim_sample
+    from ldae.models import count_parameters, encode_mean
+    from ldae.training import ldm as L
+    from ldae.training import stage
+
+    shape = latent_shape(cfgs)
+    module = stage.cpu_channels_last_(L.LDMModule(cfgs["ldm"], latent_channels=shape[0]))
+    optimiser = module.configure_optimizers()
+    batch = {"latent": torch.randn(1, *shape)}
+    out = timed_steps(lambda: optimiser_step(module, optimiser, batch), args.steps, args.warmup)
+    module.eval()
+    ae = fresh_autoencoder(cfgs)
+    x = stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"]))
+
+    def reconstruct():
+        z = encode_mean(ae, x)
+        x_T = ddim_invert(module.eps, z, module.schedule, args.ddim_steps)
+        ae.decode(ddim_sample(module.eps, x_T, module.schedule, args.ddim_steps))
+
+    out.update(parameters=count_parameters(module.unet), latent_shape=shape,
+               reconstruction_seconds=timed_once(reconstruct),
+               reconstruction=f"AE encode, LDM-only DDIM inversion + decoding ({args.ddim_steps} steps each), "
+                              "AE decode")
+    return out
+
+
+def run_ldae(cfgs: dict, args) -> dict:
+    from ldae.diffusion import DiffusionSchedule
+    from ldae.evaluation.pipelines import LDAEPipeline
+    from ldae.models import build_ldm_unet
+    from ldae.training import ldae as D
+    from ldae.training import stage
+
+    shape = latent_shape(cfgs)
+    frozen = build_ldm_unet({**cfgs["ldm"]["network"], "latent_channels": shape[0]}).requires_grad_(False).eval()
+    module = D.LDAEModule(cfgs["ldae"], frozen, DiffusionSchedule.from_config(cfgs["ldm"]["diffusion"]))
+    stage.cpu_channels_last_(module)
+    optimiser = module.configure_optimizers()
+    batch = {"image": stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"])), "latent": torch.randn(1, *shape)}
+    out = timed_steps(lambda: optimiser_step(module, optimiser, batch), args.steps, args.warmup)
+    pipe = LDAEPipeline(fresh_autoencoder(cfgs), module.estimator, module.encoder, module.schedule, 1.0,
+                        cfgs["ldae"]["guidance"])
+    counts = D.parameter_counts(module)
+    out.update(parameters=counts["total"], trainable_parameters=counts["trainable"], latent_shape=shape,
+               reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
+               reconstruction=f"semantic encoder, AE encode, guided DDIM inversion + decoding ({args.ddim_steps} "
+                              "steps each), AE decode (LDAEPipeline.reconstruct)")
+    return out
+
+
+def run_dae(cfgs: dict, args) -> dict:
+    from ldae.evaluation.pipelines import DAEPipeline
+    from ldae.models import count_parameters
+    from ldae.training import baselines as B
+    from ldae.training import stage
+
+    module = stage.cpu_channels_last_(B.DAEModule(cfgs["dae"], cfgs["dae_encoder"]))
+    optimiser = module.configure_optimizers()
+    batch = {"image": stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"]))}
+    out = timed_steps(lambda: optimiser_step(module, optimiser, batch), args.steps, args.warmup)
+    pipe = DAEPipeline(module.dae, module.schedule, module.shape, module.signed)
+    out.update(parameters=count_parameters(module.dae), dae_shape=list(module.shape or cfgs["images"]["shape"]),
+               reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
+               reconstruction=f"semantic encoder, image-space DDIM inversion + decoding ({args.ddim_steps} steps "
+                              "each) (DAEPipeline.reconstruct)")
+    return out
+
+
+def child(args) -> int:
+    """One stage in this process; its result (JSON) to --child-out."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfgs = stage_configs(merged_config(args.config))
+    result = {"load_average_before": [round(v, 2) for v in os.getloadavg()], "rss_gib_after_imports": peak_rss_gib()}
+    result.update(globals()[f"run_{args.child}"](cfgs, args))
+    result.update(peak_rss_gib=peak_rss_gib(), load_average_after=[round(v, 2) for v in os.getloadavg()])
+    Path(args.child_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- main
+def run_stage(name: str, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-out", str(out),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--ddim-steps", str(args.ddim_steps),
+                   "--threads", str(args.threads)] + (["--config", args.config] if args.config else [])
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True)
+        wall = round(time.perf_counter() - started, 1)
+        if proc.returncode != 0 or not out.is_file():  # e.g. -9: killed for memory
+            return {"failed": True, "returncode": proc.returncode, "wall_seconds": wall,
+                    "stderr_tail": proc.stderr[-2000:]}
+        return {**json.loads(out.read_text()), "wall_seconds": wall}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="", help="overlay on config.yaml (e.g. tests/configs/ci.yaml); "
+                                                     "default: config.yaml alone, the paper sizes")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps per stage")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed training steps before them")
+    parser.add_argument("--ddim-steps", type=int, default=10, help="T of the reconstructions (each direction)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out", default=str(ROOT / "bench/results/paper_size_cpu.json"))
+    parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or args.steps < 1 or args.warmup < 0 or args.ddim_steps < 1:
+        parser.error(f"--stages from {STAGES} (unknown: {unknown}), --steps >= 1, --warmup >= 0, --ddim-steps >= 1")
+
+    cfgs = stage_configs(merged_config(args.config))
+    results = {
+        "machine": machine(),
+        "settings": {"config": args.config or "config.yaml (paper sizes)", "batch_size": 1, "precision": "32-true",
+                     "device": "cpu", "threads": args.threads, "steps_timed": args.steps, "warmup_steps": args.warmup,
+                     "reconstruction_ddim_steps": args.ddim_steps, "image_shape": list(cfgs["images"]["shape"]),
+                     "latent_shape": latent_shape(cfgs), "one_process_per_stage": True},
+        "stages": {},
+    }
+    for name in stages:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results["stages"][name] = run_stage(name, args)
+        print(name, json.dumps(results["stages"][name]), file=sys.stderr, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    failed = [name for name, entry in results["stages"].items() if entry.get("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
