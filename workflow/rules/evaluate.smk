@@ -4,6 +4,7 @@
 # split only.
 # The baselines' training rules (and EVAL_QC, MODELS_DIR, LDAE_ENCODER) come from baselines.smk, included here.
 import json
+import shlex
 
 
 include: "baselines.smk"
@@ -47,7 +48,8 @@ rule embed:
             if wildcards.model == "ldae"
             else f"--model-dir {input.model}"
         ),
-        ddim=lambda wildcards: DDIM_JSON if wildcards.model == "ldae" else "",  # only the LDAE inverts here
+        # only the LDAE inverts here (an empty quoted value would be no argument at all: the flag goes too)
+        ddim=lambda wildcards: f"--ddim {shlex.quote(DDIM_JSON)}" if wildcards.model == "ldae" else "",
     threads: rule_threads("embed")
     resources:
         **rule_resources("embed"),
@@ -62,7 +64,7 @@ rule embed:
     shell:
         "python -m ldae.cli embed --model {wildcards.model} {params.models} --qc {input.qc}"
         " --sessions {input.sessions} --splits {input.splits} --images {params.images:q} --config {params.config:q}"
-        " --ddim {params.ddim:q} --out {output.embeddings} --threads {threads} > {log} 2>&1"
+        " {params.ddim} --out {output.embeddings} --threads {threads} > {log} 2>&1"
 
 
 rule probe:
