@@ -222,7 +222,8 @@ def _reconstruction_rows(examples: Mapping[str, np.ndarray]) -> tuple[dict[str, 
         row, _, steps = key.rpartition(" T=")
         row, steps = (row, steps) if row else (key, "-")
         grouped.setdefault(row.replace(" - ", " ").removesuffix(" -"), {})[steps] = value
-    steps = sorted({t for cols in grouped.values() for t in cols if t != "-"}, key=lambda t: int(t) if t.isdigit() else 0)
+    steps = sorted({t for cols in grouped.values() for t in cols if t != "-"},
+                   key=lambda t: int(t) if t.isdigit() else 0)
     return grouped, steps
 
 
