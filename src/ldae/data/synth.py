@@ -89,7 +89,7 @@ def planted_truth(
     repeat_prob: float = 0.15,
 ) -> pd.DataFrame:
     """One row per visit of the cohort `generate` would write with these arguments - diagnosis, age, the planted
-    loads and volumes, as in truth/images.tsv - without rendering a single image (seconds, not minutes)."""
+    loads and volumes, as in truth/images.tsv - without rendering a single image (about a third of the time)."""
     cohorts = _validate(n_subjects, min_visits, max_visits, 1.0, cohorts, repeat_prob)
     rows = []
     for s in sc.plan_cohort(n_subjects, seed, min_visits, max_visits, cohorts, repeat_prob):
