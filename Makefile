@@ -25,6 +25,8 @@ demo: $(STAMP)
 	@echo "derivatives/ldae-preproc/ (preprocessing + qc.tsv), models/ (trained stages and baselines), embeddings/,"
 	@echo "results/ (tables/, figures/, README.md: our numbers beside the paper's), logs/, benchmarks/;"
 	@echo "the report with every table and figure is demo/report.html"
+	@echo
+	@$(BIN)/python -m ldae.cli demo-summary --out-dir demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manipulate": ("ldae.evaluation.manipulate", "Figures 6/7 manipulation along the AD-vs-CN probe direction"),
     "time-inference": ("ldae.evaluation.timing", "Table 5 seconds per reconstruction, LDAE vs DAE, same device"),
     "results-readme": ("ldae.evaluation.report", "results/README.md: each paper table beside our numbers"),
+    "demo-summary": ("ldae.demo_summary", "wall time per stage (benchmarks) and the three files to open first"),
 }
 
 

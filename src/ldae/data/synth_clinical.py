@@ -48,7 +48,11 @@ CLINICA_KNOWN_ERRORS = {"031_S_0830", "100_S_0995", "031_S_0867", "100_S_0892", 
 DX_LABEL = {"CN": "CN", "MCI": "MCI", "AD": "Dementia"}
 DX_CODE = {"CN": 1, "MCI": 2, "AD": 3}
 STORAGE_ORIENTATION = {"ADNI1": "PSR", "ADNIGO": "LPS", "ADNI2": "LPS", "ADNI3": "ASL"}
-# planted disease model: atrophy a(t) = (age-55)/35 + offset[dx] + rate[dx] * years since baseline (x subject factor)
+# planted atrophy, two loads per visit that drive different spatial patterns (synth_images.AGE_MM / AD_MM):
+#   age load     (age + brain_age_gap - AGE_LOAD_FROM) / AGE_LOAD_SPAN; gap: per subject, N(0, BRAIN_AGE_GAP_SD) years
+#   disease load offset[dx] + rate[dx] * years since baseline (rate x a per-subject factor); 0 for CN
+AGE_LOAD_FROM, AGE_LOAD_SPAN = 55.0, 35.0
+BRAIN_AGE_GAP_SD = 1.5
 ATROPHY_OFFSET = {"CN": 0.0, "MCI": 0.35, "AD": 0.8}
 ATROPHY_RATE = {"CN": 0.0, "MCI": 0.12, "AD": 0.35, "MCI_converter": 0.3}
 
@@ -90,7 +94,8 @@ class Visit:
     scandate: date
     age: float  # exact age at the scan
     dx: str  # CN / MCI / AD at this visit
-    atrophy: float
+    age_load: float  # planted aging atrophy (0 at 55 years, 1 at 90, shifted by the subject's brain-age gap)
+    disease_load: float  # planted AD atrophy (0 for CN)
     study_id: int = 0
     scans: list[Scan] = field(default_factory=list)
     volumes: dict = field(default_factory=dict)
@@ -118,7 +123,8 @@ class Subject:
     marital: str
     apoe: tuple[int, int]
     atrophy_offset: float
-    atrophy_rate: float  # per year, disease part (aging adds 1/35 per year)
+    atrophy_rate: float  # per year, disease load (the age load grows 1/AGE_LOAD_SPAN per year)
+    brain_age_gap: float  # years added to the age in the age load (subject noise of the aging pattern)
     converter_month: int | None  # MCI -> Dementia from this month on
     head_scale: np.ndarray
     vendor: str
@@ -195,13 +201,20 @@ def plan_cohort(
         options = [c for c in cohorts if c != "ADNIGO" or dx == "MCI"] or list(cohorts)
         cohort = _balanced_pick(rng, options, cohort_counts)
         cohort_counts[cohort] += 1
-        subjects.append(_draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob))
+        subjects.append(
+            _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob, seed)
+        )
     _draw_scans(rng, subjects, repeat_prob)
     _assign_ids(rng, subjects)
     return subjects
 
 
-def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob) -> Subject:
+def age_load(age: float, brain_age_gap: float = 0.0) -> float:
+    """Planted aging atrophy at this age (0 at AGE_LOAD_FROM years, 1 at AGE_LOAD_FROM + AGE_LOAD_SPAN)."""
+    return max((age + brain_age_gap - AGE_LOAD_FROM) / AGE_LOAD_SPAN, 0.0)
+
+
+def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob, seed=0) -> Subject:
     while True:
         rid = int(rng.integers(*RID_RANGE[cohort]))
         site = int(rng.choice(SITES))
@@ -229,6 +242,8 @@ def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, con
     rate = ATROPHY_RATE["MCI_converter" if converter else dx] * factor
     size = (1.03 if sex == "Male" else 0.97) * rng.uniform(0.96, 1.04)
     head_scale = size * rng.uniform(0.98, 1.02, 3)
+    # own stream: the brain-age gap leaves every other draw (ids, dates, scans) as it was without it
+    gap = float(np.random.default_rng([seed, 5, index]).normal(0.0, BRAIN_AGE_GAP_SD))
     lo, hi = ERA[cohort]
     bl_date = lo + timedelta(days=int(rng.integers(0, (hi - lo).days)))
     subject = Subject(
@@ -238,7 +253,7 @@ def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, con
         race=str(rng.choice(["White", "Black", "Asian", "More than one"], p=[0.9, 0.05, 0.03, 0.02])),
         marital=str(rng.choice(["Married", "Widowed", "Divorced", "Never married"], p=[0.74, 0.13, 0.09, 0.04])),
         apoe=apoe, atrophy_offset=round(offset, 4), atrophy_rate=round(rate, 4), converter_month=conv_month,
-        head_scale=np.round(head_scale, 4), vendor=VENDORS[site % 3],
+        head_scale=np.round(head_scale, 4), vendor=VENDORS[site % 3], brain_age_gap=round(gap, 3),
     )  # fmt: skip
     for m in months:
         examdate = bl_date + timedelta(days=int(round(m * 30.44)) + (int(rng.integers(-14, 15)) if m else 0))
@@ -248,12 +263,12 @@ def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, con
         age = subject.age_bl + (scandate - bl_date).days / 365.25
         years = max((scandate - bl_date).days, 0) / 365.25
         dx_now = "AD" if conv_month is not None and m >= conv_month else dx
-        atrophy = (age - 55.0) / 35.0 + offset + rate * years
         subject.visits.append(
             Visit(
                 viscode="bl" if m == 0 else f"m{m:02d}", months=m, colprot=colprot(cohort, m),
                 visit_name=visit_name(cohort, m), examdate=examdate, scandate=scandate, age=age, dx=dx_now,
-                atrophy=round(max(atrophy, 0.0), 4),
+                age_load=round(age_load(age, subject.brain_age_gap), 4),
+                disease_load=round(max(offset + rate * years, 0.0), 4),
             )  # fmt: skip
         )
     return subject
@@ -309,8 +324,8 @@ def _assign_ids(rng: np.random.Generator, subjects: list[Subject]) -> None:
 
 # --------------------------------------------------------------------------------------------------- scores
 def visit_scores(rng: np.random.Generator, s: Subject, v: Visit) -> dict:
-    """Cognitive scores consistent with the diagnosis and the disease part of the atrophy."""
-    d = max(v.atrophy - (v.age - 55.0) / 35.0, 0.0)  # disease burden, 0 for CN
+    """Cognitive scores consistent with the diagnosis and the disease load of the atrophy."""
+    d = v.disease_load  # disease burden, 0 for CN
     n = rng.normal
     mmse = int(np.clip(round(29.3 - 6.0 * d + n(0, 0.9)), 0, 30))
     adas11 = float(np.clip(round(6.0 + 14.0 * d + n(0, 2.0), 2), 0, 70))

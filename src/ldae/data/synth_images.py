@@ -29,9 +29,15 @@ FOV_MM = np.array([208.0, 240.0, 240.0])  # scanner field of view along R, A, S 
 COMPOSITE_MM = 2.5  # spacing of the per-visit composite warp grid
 # label codes of Template.labels
 LABELS = {"csf": 1, "gm": 2, "wm": 3, "ventricle": 4, "hippocampus": 5}
-# mm of boundary shift per unit of atrophy, for each unit field of Template.fields (order of FIELD_NAMES)
-FIELD_NAMES = ("ventricle", "hippocampus", "brain", "sulcal_csf")
-ATROPHY_MM = np.array([2.5, 0.8, 0.6, 0.4])
+# mm of boundary shift per unit of each planted load (synth_clinical: age load, disease load), for each unit field
+# of Template.fields (order of FIELD_NAMES). Aging: ventricles enlarge, sulci widen (cortical thinning), the brain
+# shrinks; AD: the CSF around the hippocampal region widens into it, ventricles enlarge. Sized so that on the demo
+# cohort a linear fit of age on the planted volumes reaches r ~0.94 (tests/test_synth.py) and the effects span
+# hundreds of 3 mm voxels.
+FIELD_NAMES = ("ventricle", "hippocampus", "brain", "sulcal_csf", "mtl_csf")
+AGE_MM = np.array([8.0, 0.5, 1.5, 2.5, 0.0])
+AD_MM = np.array([4.0, 0.5, 0.3, 0.3, 3.5])
+FLOW_STEPS = 3  # Euler steps of the (stationary) displacement field: large shifts without folding
 
 
 # ----------------------------------------------------------------------------------------------- template
@@ -41,7 +47,7 @@ class Template:
     mask: np.ndarray  # float32 0/1 brain mask
     labels: np.ndarray  # uint8, LABELS codes inside the mask, 0 outside
     affine: np.ndarray  # voxel -> MNI mm (1 mm grid)
-    fields: np.ndarray  # (4, 3, X, Y, Z) float32 unit displacement fields (max |u| = 1 mm) on the 2 mm grid
+    fields: np.ndarray  # (len(FIELD_NAMES), 3, X, Y, Z) float32 unit displacement fields (max |u| = 1 mm), 2 mm grid
     field_affine: np.ndarray  # voxel -> mm of the 2 mm grid
     head_centre: np.ndarray  # mm, centre of the head bounding box
 
@@ -68,6 +74,14 @@ def _unit_gradient_field(frac2: np.ndarray, sigma_mm: float, sign: float) -> np.
     s = ndi.gaussian_filter(frac2, sigma_mm / 2.0)
     g = np.stack(np.gradient(s, 2.0)).astype(np.float32)
     return sign * g / max(float(np.sqrt((g**2).sum(0)).max()), 1e-6)
+
+
+def _mtl_csf_field(frac: dict[str, np.ndarray]) -> np.ndarray:
+    """Towards the CSF (sulcal or ventricular) next to the hippocampal region, zero elsewhere; max 1 mm."""
+    near = ndi.gaussian_filter(frac["hippocampus"], 4.0 / 2.0)
+    weight = np.clip(2.0 * near / max(float(near.max()), 1e-6), 0.0, 1.0)
+    csf = _unit_gradient_field(frac["sulcal_csf"] + frac["ventricle"], 2.0, +1.0) * weight
+    return csf / max(float(np.sqrt((csf**2).sum(0)).max()), 1e-6)
 
 
 def _segment(
@@ -129,10 +143,11 @@ def load_template() -> Template:
     }
     fields = np.stack(
         [
-            _unit_gradient_field(frac["ventricle"], 3.0, +1.0),  # sample towards the ventricle: it grows
+            _unit_gradient_field(frac["ventricle"], 5.0, +1.0),  # sample towards the ventricle: it grows
             _unit_gradient_field(frac["hippocampus"], 3.0, -1.0),  # sample away from it: it shrinks
             _unit_gradient_field(frac["brain"], 4.0, -1.0),  # brain surface recedes from the skull
             _unit_gradient_field(frac["sulcal_csf"], 2.0, +1.0),  # sulci widen
+            _mtl_csf_field(frac),  # the CSF around the hippocampus (temporal horn, fissures) widens into it
         ]
     )
     field_affine = affine @ np.diag([2.0, 2.0, 2.0, 1.0])
@@ -227,16 +242,29 @@ def _inside(pts: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.all((pts >= box[0][:, None]) & (pts <= box[1][:, None]), axis=0)
 
 
-def composite_warp(ident: IdentityWarp, atrophy: float) -> CompositeWarp:
-    """Compose the subject's identity warp with this visit's atrophy field."""
+def atrophy_mm(age_load: float, disease_load: float) -> np.ndarray:
+    """mm of boundary shift of each unit field (FIELD_NAMES) for these planted loads."""
+    return AGE_MM * max(age_load, 0.0) + AD_MM * max(disease_load, 0.0)
+
+
+def composite_warp(ident: IdentityWarp, age_load: float, disease_load: float = 0.0) -> CompositeWarp:
+    """Compose the subject's identity warp with this visit's atrophy: the unit fields weighted by `atrophy_mm`,
+    followed as a flow (FLOW_STEPS Euler steps), so that shifts of several mm stay fold-free."""
     t = load_template()
     shape, grid_affine = _composite_grid(ident)
     q = _identity_coords(ident)
-    if atrophy > 0:
+    shift_mm = atrophy_mm(age_load, disease_load)
+    if shift_mm.any():
         q = q.copy()
-        sel = _inside(q, _field_box())  # the atrophy fields vanish outside the brain
-        combined = np.tensordot(ATROPHY_MM * atrophy, t.fields, axes=1)
-        q[:, sel] += _sample(combined, np.linalg.inv(t.field_affine), q[:, sel])
+        inv_field = np.linalg.inv(t.field_affine)
+        sel = np.flatnonzero(_inside(q, _field_box()))  # the atrophy fields vanish outside the brain
+        vox = inv_field[:3, :3] @ q[:, sel] + inv_field[:3, 3:4]
+        sel = sel[ndi.map_coordinates(_moving_mask(), vox, order=0, mode="constant", cval=0) > 0]
+        velocity = np.tensordot((shift_mm / FLOW_STEPS).astype(np.float32), t.fields, axes=1)  # float32: fast
+        points = q[:, sel]
+        for _ in range(FLOW_STEPS):  # a point where every field is zero never moves: only the others are followed
+            points += _sample(velocity, inv_field, points)
+        q[:, sel] = points
     inv_t = np.linalg.inv(t.affine)
     tvox = (inv_t[:3, :3] @ q + inv_t[:3, 3:4]).astype(np.float32).reshape(3, *shape)
     return CompositeWarp(tvox, grid_affine)
@@ -250,6 +278,14 @@ def _field_box() -> np.ndarray:
     lo, hi = (t.field_affine[:3, :3] @ nz.min(0) + t.field_affine[:3, 3]), (
         t.field_affine[:3, :3] @ nz.max(0) + t.field_affine[:3, 3])  # fmt: skip
     return np.stack([lo - 4.0, hi + 4.0])
+
+
+@lru_cache(maxsize=1)
+def _moving_mask() -> np.ndarray:
+    """uint8 on the field grid: 1 where some unit field is non-negligible (dilated by a voxel), else 0."""
+    t = load_template()
+    magnitude = np.sqrt((t.fields**2).sum(axis=1)).max(axis=0)
+    return ndi.binary_dilation(magnitude > 1e-4, iterations=1).astype(np.uint8)
 
 
 @lru_cache(maxsize=1)
@@ -272,6 +308,8 @@ def visit_volumes(warp: CompositeWarp) -> dict[str, float]:
         "brain_tissue_ml": float(np.isin(lab, [LABELS["gm"], LABELS["wm"], LABELS["hippocampus"]]).sum() * ml),
         "ventricle_ml": float((lab == LABELS["ventricle"]).sum() * ml),
         "hippocampus_ml": float((lab == LABELS["hippocampus"]).sum() * ml),
+        "sulcal_csf_ml": float((lab == LABELS["csf"]).sum() * ml),
+        "gm_ml": float((lab == LABELS["gm"]).sum() * ml),
     }
 
 

@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         manipulation_montage(volumes, scales, figures[diagnosis],
                              f"{diagnosis} test scan {rec['participant_id']} {rec['session_id']} moved towards "
                              f"{target_class} (p = probability of {positive}, re-encoded)",
-                             original=image[0].numpy(), probabilities=frame.p_positive_decoded.tolist())
+                             original=image[0].numpy(), probabilities=frame.p_positive_decoded.tolist(),
+                             probability_label=f"p({positive})")
     result = (pd.concat(rows, ignore_index=True) if rows
               else pd.DataFrame([{"participant_id": "n/a", "scale": float("nan")}]))
     notes = [

@@ -1,0 +1,130 @@
+"""`ldae demo-summary`: what `make demo` prints at the end - wall time per stage and rule (from the Snakemake
+benchmark files under <out_dir>/benchmarks/) and the three files to open first.
+
+Snakemake writes one benchmark TSV per job (`benchmark:` directive; column `s` = wall-clock seconds):
+<out_dir>/benchmarks/<rule>.tsv or <out_dir>/benchmarks/<rule>/<wildcards>.tsv. A rule's stage is the rule file
+that defines it (workflow/rules/<stage>.smk). Jobs may run side by side, so the sums can exceed the elapsed time,
+which is given separately (first job start to last job end, from the files' modification times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+# opened first, in this order (path under out_dir: what it shows); the figure is the first of FIGURES that exists
+FIRST_FILES = {
+    "report.html": "every table and figure with its caption (Snakemake report)",
+    "results/README.md": "our numbers beside the paper's, table by table",
+}
+FIGURES = {
+    "results/figures/figure6_manipulation_cn.png": "a CN test scan moved along the probe's AD direction (Figure 6)",
+    "results/figures/figure5_lda.png": "the test embeddings, AD vs CN, on a 2-D LDA (Figure 5)",
+    "results/figures/table6_examples.png": "reconstructions beside the input (Table 6)",
+}
+RULE_LINE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
+
+
+def rule_stages(rules_dir: str | Path) -> dict[str, str]:
+    """rule name -> stage (the stem of the .smk file under `rules_dir` that defines it)."""
+    stages = {}
+    for path in sorted(Path(rules_dir).glob("*.smk")):
+        for name in RULE_LINE.findall(path.read_text()):
+            stages[name] = path.stem
+    return stages
+
+
+def read_benchmarks(bench_dir: str | Path) -> pd.DataFrame:
+    """One row per benchmark file: rule, job (wildcards part of the path), seconds, end (file mtime)."""
+    bench_dir = Path(bench_dir)
+    rows = []
+    for path in sorted(bench_dir.rglob("*.tsv")):
+        rel = path.relative_to(bench_dir)
+        try:
+            table = pd.read_csv(path, sep="\t")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+            raise ValueError(f"{path}: not a Snakemake benchmark file ({error}); delete it and rerun") from None
+        if "s" not in table.columns:
+            raise ValueError(f"{path}: no 's' column (wall-clock seconds); delete it and rerun")
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        rows.append({"rule": rule, "job": str(rel.with_suffix("")), "seconds": float(table["s"].sum()),
+                     "end": path.stat().st_mtime})
+    return pd.DataFrame(rows, columns=["rule", "job", "seconds", "end"])
+
+
+def summarise(bench: pd.DataFrame, stages: dict[str, str]) -> pd.DataFrame:
+    """Seconds and job counts per (stage, rule), stages in pipeline order, rules by their first finish."""
+    order = ["data", "preprocess", "train", "baselines", "evaluate"]
+    bench = bench.assign(stage=[stages.get(r, "other") for r in bench.rule])
+    per_rule = (bench.groupby(["stage", "rule"], as_index=False)
+                .agg(seconds=("seconds", "sum"), jobs=("job", "count"), first_end=("end", "min")))
+    rank = {s: i for i, s in enumerate(order)}
+    per_rule["_stage"] = [rank.get(s, len(order)) for s in per_rule.stage]
+    return per_rule.sort_values(["_stage", "first_end"]).drop(columns=["_stage", "first_end"]).reset_index(drop=True)
+
+
+def hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def elapsed_seconds(bench: pd.DataFrame) -> float:
+    """First job start (end - seconds) to last job end."""
+    return float(bench.end.max() - (bench.end - bench.seconds).min()) if len(bench) else 0.0
+
+
+def files_to_open(out_dir: str | Path) -> list[tuple[str, str, bool]]:
+    """The three files to open first: (path, what it shows, whether it exists)."""
+    out_dir = Path(out_dir)
+    figure = next((f for f in FIGURES if (out_dir / f).exists()), next(iter(FIGURES)))
+    chosen = {**FIRST_FILES, figure: FIGURES[figure]}
+    return [(str(out_dir / f), what, (out_dir / f).exists()) for f, what in chosen.items()]
+
+
+def render(per_rule: pd.DataFrame, elapsed: float, files: list[tuple[str, str, bool]]) -> str:
+    lines = ["Wall time per stage and rule (sum of the jobs' benchmark seconds):"]
+    width = max([len(r) for r in per_rule.rule] + [10])
+    for stage, rules in per_rule.groupby("stage", sort=False):
+        lines.append(f"  {stage:<{width + 2}} {hms(rules.seconds.sum()):>9}  ({int(rules.jobs.sum())} jobs)")
+        for row in rules.itertuples():
+            lines.append(f"    {row.rule:<{width}} {hms(row.seconds):>9}  ({row.jobs} job{'s' * (row.jobs != 1)})")
+    lines.append(f"  {'all jobs':<{width + 2}} {hms(per_rule.seconds.sum()):>9}")
+    if elapsed <= per_rule.seconds.sum() + 60:
+        lines.append(f"  {'elapsed':<{width + 2}} {hms(elapsed):>9}  (first job start to last job end; jobs overlap)")
+    else:  # idle time between jobs: the files come from more than one run (a partial rerun)
+        lines.append(f"  {'elapsed':<{width + 2}} {'n/a':>9}  (the benchmark files come from more than one run)")
+    lines += ["", "Open first:"]
+    for i, (path, what, exists) in enumerate(files, start=1):
+        lines.append(f"  {i}. {path}  - {what}" + ("" if exists else " (missing: that part of the run failed)"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ldae demo-summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", default="demo", type=Path, help="the run's out_dir (default demo)")
+    parser.add_argument("--rules", default=Path("workflow/rules"), type=Path,
+                        help="folder of the workflow's .smk rule files (default workflow/rules)")
+    args = parser.parse_args(argv)
+    bench_dir = args.out_dir / "benchmarks"
+    if not bench_dir.is_dir():
+        print(f"ldae demo-summary: no {bench_dir}/ (run the workflow first, e.g. make demo)", file=sys.stderr)
+        return 1
+    try:
+        bench = read_benchmarks(bench_dir)
+    except ValueError as error:
+        print(f"ldae demo-summary: {error}", file=sys.stderr)
+        return 1
+    if bench.empty:
+        print(f"ldae demo-summary: no benchmark files under {bench_dir}/", file=sys.stderr)
+        return 1
+    stages = rule_stages(args.rules) if args.rules.is_dir() else {}
+    print(render(summarise(bench, stages), elapsed_seconds(bench), files_to_open(args.out_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
