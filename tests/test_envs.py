@@ -86,9 +86,13 @@ def test_rule_declares_conda_and_container_of_one_env(rule):
 
 
 # ---- the same, as Snakemake itself sees the workflow ----------------------------------------------
+PRETRAINED = {"autoencoder": "autoencoderkl.pth", "encoder": "encoder.pth", "decoder": "decoder.pth"}
+
+
 @pytest.fixture(scope="module")
 def workflow_rules():
-    """Rules of the parsed workflow (CI config, an image configured for every env)."""
+    """Rules of the parsed workflow (CI config, an image configured for every env, and a `pretrained:` section so
+    that workflow/rules/pretrained.smk, included only then, is parsed too)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
@@ -97,7 +101,7 @@ def workflow_rules():
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=1),
             config_settings=ConfigSettings(
-                configfiles=[ROOT / "tests/configs/ci.yaml"], config={"containers": images}
+                configfiles=[ROOT / "tests/configs/ci.yaml"], config={"containers": images, "pretrained": PRETRAINED}
             ),
             snakefile=ROOT / "Snakefile",
             workdir=ROOT,

@@ -5,7 +5,7 @@ A ``torch.save`` dict read back with ``weights_only=True`` (format ``ldae-linear
     format, task ("classification" | "regression"), positive_class (e.g. "CN"), labels, origin   strings
     feature_mean, feature_std   (D,) float64: the z-scoring of y_sem (probe-training statistics)
     weight (1, D), bias (1,)    float32: the linear layer on z-scored y_sem
-    target_mean, target_std     floats: the regression target's scaling (0 / 1 for classification)
+    target_offset, target_scale floats: regression prediction = output * scale + offset (0 / 1 for classification)
 
 ``ldae manipulate --probe-file`` moves y_sem along such a probe instead of training one. The authors' released
 AD-vs-CN probe (``disease_classifier.ckpt`` + ``semantic_mean.pt`` + ``semantic_std.pt``) becomes one with
@@ -41,7 +41,7 @@ def probe_state(probe: LinearProbe, positive_class: str = "CN", origin: str = ""
         "feature_std": torch.as_tensor(np.asarray(scaler.scale_, dtype=np.float64)),
         "weight": probe.layer.weight.detach().to(torch.float32).clone(),
         "bias": probe.layer.bias.detach().to(torch.float32).clone(),
-        "target_mean": float(probe.y_mean), "target_std": float(probe.y_std),
+        "target_offset": float(probe.y_offset), "target_scale": float(probe.y_scale),
     }
 
 
@@ -85,7 +85,7 @@ def probe_from_state(state: Mapping[str, Any], source: str = "probe state",
         layer.weight.copy_(state["weight"])
         layer.bias.copy_(state["bias"])
     return LinearProbe(_scaler(state["feature_mean"], state["feature_std"]), layer, state["task"],
-                       float(state["target_mean"]), float(state["target_std"]))
+                       float(state["target_offset"]), float(state["target_scale"]))
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str = "CN", origin: str = "") -> None:

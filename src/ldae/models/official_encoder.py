@@ -242,5 +242,5 @@ def probe_from_official(probe_state: Mapping[str, Any], mean: Any, std: Any,
         "format": PROBE_FORMAT, "task": "classification", "positive_class": "CN", "labels": "AD=0,CN=1",
         "feature_mean": mean, "feature_std": std,
         "weight": weight.detach().to(torch.float32).clone(), "bias": bias.detach().to(torch.float32).clone(),
-        "target_mean": 0.0, "target_std": 1.0, "origin": f"authors' probe {source}",
+        "target_offset": 0.0, "target_scale": 1.0, "origin": f"authors' probe {source}",
     }
