@@ -34,7 +34,7 @@ STAGES = {
     "preprocess": (("preprocess",), "preprocess", {"qc": {"min_brain_ml": 650}}),
     "autoencoder": (("train",), "train_autoencoder", None),
     "ldm": (("train",), "train_ldm", None),
-    "ldae": (("train", "baselines"), "train_ldae", None),
+    "ldae": (("train", "baselines"), "train_ldae", {"encoder": {"pe_dropout": 0.2}}),
     "evaluation": (("evaluate",), None, None),
 }
 
