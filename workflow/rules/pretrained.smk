@@ -4,6 +4,7 @@
 # take it instead of train_autoencoder / train_ldm / train_ldae. encode_latents then encodes every session with the
 # imported autoencoder (scale factor from `latents.scale_factor`), and evaluation runs unchanged.
 import json
+import os
 
 PRETRAINED_CFG = config["pretrained"]
 # what sizes and uses the imported networks (a change re-imports; training settings do not)
@@ -40,7 +41,7 @@ rule import_official:
             if input.probe
             else ""
         ),
-        models=out("models"),
+        models=lambda wildcards, output: os.path.dirname(output.autoencoder),
     threads: rule_threads("import_official")
     resources:
         **rule_resources("import_official"),
