@@ -31,13 +31,14 @@ COMPOSITE_MM = 2.5  # spacing of the per-visit composite warp grid
 LABELS = {"csf": 1, "gm": 2, "wm": 3, "ventricle": 4, "hippocampus": 5}
 # mm of boundary shift per unit of each planted load (synth_clinical: age load, disease load), for each unit field
 # of Template.fields (order of FIELD_NAMES). Aging: ventricles enlarge, sulci widen (cortical thinning), the brain
-# shrinks; AD: the CSF around the hippocampal region widens into it, ventricles enlarge. Sized so that on the demo
-# cohort a linear fit of age on the planted volumes reaches r ~0.94 (tests/test_synth.py) and the effects span
-# hundreds of 3 mm voxels.
+# shrinks; AD: the CSF in and around the medial temporal lobe widens into it, ventricles enlarge. Sized so that on
+# the demo cohort a linear fit of age on the planted volumes reaches r ~0.9 (tests/test_synth.py) and, after the
+# demo's preprocessing at 3 mm, ventricle and medial-temporal CSF voxel counts still give age and AD
+# (bench/synth_signal).
 FIELD_NAMES = ("ventricle", "hippocampus", "brain", "sulcal_csf", "mtl_csf")
-AGE_MM = np.array([8.0, 0.5, 1.5, 2.5, 0.0])
-AD_MM = np.array([4.0, 0.5, 0.3, 0.3, 3.5])
-FLOW_STEPS = 3  # Euler steps of the (stationary) displacement field: large shifts without folding
+AGE_MM = np.array([12.0, 0.5, 1.5, 2.5, 0.0])
+AD_MM = np.array([2.5, 1.0, 0.3, 0.3, 5.0])
+FLOW_STEPS = 4  # Euler steps of the (stationary) displacement field: large shifts without folding
 
 
 # ----------------------------------------------------------------------------------------------- template
@@ -76,9 +77,13 @@ def _unit_gradient_field(frac2: np.ndarray, sigma_mm: float, sign: float) -> np.
     return sign * g / max(float(np.sqrt((g**2).sum(0)).max()), 1e-6)
 
 
+MTL_REACH_MM = 10.0  # smoothing (sigma) of the hippocampal region that weights the mtl_csf field
+
+
 def _mtl_csf_field(frac: dict[str, np.ndarray]) -> np.ndarray:
-    """Towards the CSF (sulcal or ventricular) next to the hippocampal region, zero elsewhere; max 1 mm."""
-    near = ndi.gaussian_filter(frac["hippocampus"], 4.0 / 2.0)
+    """Towards the CSF (sulcal or ventricular) in and around the medial temporal lobe (the hippocampal region
+    smoothed by MTL_REACH_MM), fading to zero away from it; max 1 mm."""
+    near = ndi.gaussian_filter(frac["hippocampus"], MTL_REACH_MM / 2.0)
     weight = np.clip(2.0 * near / max(float(near.max()), 1e-6), 0.0, 1.0)
     csf = _unit_gradient_field(frac["sulcal_csf"] + frac["ventricle"], 2.0, +1.0) * weight
     return csf / max(float(np.sqrt((csf**2).sum(0)).max()), 1e-6)
