@@ -23,7 +23,6 @@ are recorded beside the numbers in the JSON (default bench/results/paper_size_cp
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -46,20 +45,7 @@ STAGES = ("autoencoder", "ldm", "ldae", "dae")
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def merged_config(overlay: str | None) -> dict:
-    """config.yaml with the overlay's keys merged in (recursively)."""
-    def merge(base, extra):
-        for key, value in (extra or {}).items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
-
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    if overlay:
-        merge(config, yaml.safe_load(Path(overlay).read_text()))
-    return config
+from run import merged_config  # noqa: E402  (bench/training/run.py: config.yaml + an overlay, merged)
 
 
 def stage_configs(config: dict) -> dict:
