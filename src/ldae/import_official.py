@@ -41,13 +41,14 @@ PROBE_FILE = "probe.pt"
 
 
 def _read_state(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A state dict from ``path`` (``weights_only``); Lightning-style ``{"state_dict": ...}`` unwrapped."""
-    if not path.is_file():
-        raise SystemExit(f"import-official: {what} not found: {path}")
+    """A state dict from ``path`` (:func:`ldae.models.io.read_tensor_file`, ``weights_only``); Lightning-style
+    ``{"state_dict": ...}`` unwrapped. Errors name the file and what it should be."""
+    from ldae.models.io import read_tensor_file
+
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file: say which and why
-        raise SystemExit(f"import-official: cannot read {what} {path}: {e}") from e
+        data = read_tensor_file(path, what)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"import-official: {e}") from e
     if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
         data = data["state_dict"]
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
