@@ -173,12 +173,12 @@ def test_timing_and_efficiency_table(tmp_path):
 
 def test_rule_json_keeps_small_numbers_numbers():
     """Rules pass config sections as json.dumps text; YAML 1.1 would read 1e-05 as the string '1e-05'."""
-    from ldae.evaluation import runtime
+    from ldae.verbs import parse_config_arg
 
-    assert runtime.parse_json('{"lr": 1e-05, "steps": [10, 20]}') == {"lr": 1e-05, "steps": [10, 20]}
-    assert runtime.parse_json("") == {} and runtime.parse_json(None) == {}
+    assert parse_config_arg('{"lr": 1e-05, "steps": [10, 20]}') == {"lr": 1e-05, "steps": [10, 20]}
+    assert parse_config_arg("") == {} and parse_config_arg(None) == {}
     with pytest.raises(ValueError):
-        runtime.parse_json("[1, 2]")
+        parse_config_arg("[1, 2]")
 
 
 def test_timing_precision_follows_training(monkeypatch):

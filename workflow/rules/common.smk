@@ -135,12 +135,6 @@ def sessions_flags():
     return f"{flags} --layout-json {shlex.quote(json.dumps(layout, sort_keys=True))}"
 
 
-def session_table():
-    """The session table (after the `sessions` checkpoint has run): one row per usable session."""
-    path = checkpoints.sessions.get().output.sessions
-    return pd.read_csv(path, sep="\t", dtype=str)
-
-
 # ---- the authors' weights instead of training (config `pretrained:`, workflow/rules/pretrained.smk) ----------
 def pretrained_mode():
     """True when autoencoder, encoder and decoder are all given; some but not all is a config error."""

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from monai.networks.schedulers.scheduler import NoiseSchedules
 
 __all__ = ["SCHEDULE_DEFAULTS", "DiffusionSchedule", "extract"]
@@ -94,12 +93,3 @@ class DiffusionSchedule:
         """PDAE weighting ``lambda_t = SNR_t^gamma / (1 + SNR_t)`` (float64, shape of ``t``)."""
         snr = self.snr[torch.as_tensor(t).long().cpu()]
         return snr**gamma / (1.0 + snr)
-
-    # --- MONAI schedulers with the same schedule ------------------------------------------------------------------
-    def ddpm_scheduler(self) -> DDPMScheduler:
-        return DDPMScheduler(num_train_timesteps=self.num_train_timesteps, schedule=self.schedule_name,
-                             clip_sample=False, **self.schedule_args)
-
-    def ddim_scheduler(self) -> DDIMScheduler:
-        return DDIMScheduler(num_train_timesteps=self.num_train_timesteps, schedule=self.schedule_name,
-                             clip_sample=False, **self.schedule_args)

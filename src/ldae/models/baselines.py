@@ -27,7 +27,8 @@ from monai.networks.nets import DiffusionModelUNet
 from .ldm_unet import _head_channels, convert_resnet_blocks, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
-__all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder"]
+__all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder", "dae_for_config",
+           "supervised_for_config"]
 
 DAE_DEFAULTS: dict[str, Any] = {
     "spatial_dims": 3,
@@ -119,3 +120,21 @@ def build_supervised_encoder(
     cfg: Mapping[str, Any] | None = None, encoder_cfg: Mapping[str, Any] | None = None
 ) -> SupervisedEncoder:
     return SupervisedEncoder(cfg, encoder_cfg)
+
+
+def _encoder_settings(encoder_cfg: Mapping[str, Any], pretrained: bool) -> dict[str, Any]:
+    """The resolved encoder section; ``pretrained`` False: no ImageNet init (trained weights are loaded next)."""
+    return {**encoder_cfg, "pretrained_path": (encoder_cfg.get("pretrained_path") or None) if pretrained else None}
+
+
+def dae_for_config(section: Mapping[str, Any], encoder_cfg: Mapping[str, Any], pretrained: bool = True) -> VoxelDAE:
+    """The DAE of a resolved ``dae`` section (its ``network``) and encoder section (y_dim: the encoder's)."""
+    from .semantic_encoder import resolve_y_dim
+
+    return build_dae({**section["network"], "y_dim": resolve_y_dim(encoder_cfg)},
+                     _encoder_settings(encoder_cfg, pretrained))
+
+
+def supervised_for_config(encoder_cfg: Mapping[str, Any], pretrained: bool = True) -> SupervisedEncoder:
+    """The supervised baseline (encoder + one linear output) of a resolved encoder section."""
+    return build_supervised_encoder({"num_outputs": 1}, _encoder_settings(encoder_cfg, pretrained))

@@ -156,9 +156,11 @@ class DAEPipeline:
     shape: tuple[int, int, int] | None = None
     signed: bool = True
     ddim: DDIMSettings = field(default_factory=DDIMSettings)
+    eval_mode: bool = True  # False: the training module's own pipeline (no eval() switch inside training)
 
     def __post_init__(self) -> None:
-        self.dae.eval()
+        if self.eval_mode:
+            self.dae.eval()
 
     @property
     def device(self) -> torch.device:

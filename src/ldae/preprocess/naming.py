@@ -26,7 +26,6 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 PIPELINE_NAME = "ldae-preproc"
 BIDS_VERSION = "1.10.0"

@@ -20,98 +20,50 @@ metrics.csv, summary.json (parameter counts, target statistics), best.ckpt/last.
 
 from __future__ import annotations
 
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import torch
 
-from ldae.models.baselines import DAE_DEFAULTS as MODEL_DAE_DEFAULTS
-from ldae.training import common, stage
-from ldae.training.ldm import DIFFUSION_DEFAULTS
+from ldae import verbs
+from ldae.data.images import ImageDataset, records_of
+from ldae.models import io
+from ldae.training import stage
 
-# the config's `network` keys: the model's defaults minus what the stage fixes (dimensions, input channels)
-# or takes from the semantic encoder (y_dim)
-DAE_NETWORK_DEFAULTS: dict[str, Any] = {
-    key: value for key, value in MODEL_DAE_DEFAULTS.items() if key not in ("spatial_dims", "in_channels", "y_dim")
-}
-DAE_DEFAULTS: dict[str, Any] = {
-    "network": DAE_NETWORK_DEFAULTS,
-    "encoder": {},
-    "diffusion": DIFFUSION_DEFAULTS,
-    "shape": None,
-    "signed": True,
-    "lr": 1e-4,
-    "ema_decay": 0.999,
-    "val_ddim_steps": 100,
-    "val_max_sessions": 0,
-    "cache": "disk",
-    "train": {
-        "max_epochs": 200, "max_steps": -1, "batch_size": 2, "accumulate_grad_batches": 4,
-        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
-    },
-}
-SUPERVISED_DEFAULTS: dict[str, Any] = {
-    "encoder": {},
-    "lr": 1e-4,
-    "weight_decay": 0.0,
-    "cache": "disk",
-    "train": {
-        "max_epochs": 50, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 1,
-        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
-    },
-}
 TASKS = ("ad", "age")
 
 
-def resolve_encoder(ldae_encoder: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def resolve_encoder(ldae_encoder: Mapping[str, Any] | str | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """The LDAE's encoder section (``ldae.encoder``) with the baseline's overrides, over the encoder defaults;
     ``y_dim`` resolved to an integer."""
     from ldae.models.semantic_encoder import resolve_encoder_config
-    from ldae.training.ldae import ENCODER_DEFAULTS
 
-    merged = stage.resolve_config(ENCODER_DEFAULTS, ldae_encoder or {}, "ldae.encoder")
-    merged = stage.resolve_config(merged, overrides or {}, "encoder")
+    merged = verbs.section("ldae.encoder", ldae_encoder)
+    merged = verbs.resolve_config(merged, overrides or {}, "encoder")
     return resolve_encoder_config(merged, "ldae.encoder (with this baseline's encoder overrides)")
-
-
-def _encoder_cfg(enc: Mapping[str, Any], weights_loaded: bool = False) -> dict[str, Any]:
-    path = None if weights_loaded else (enc.get("pretrained_path") or None)
-    return {**enc, "pretrained_path": path}
 
 
 # ------------------------------------------------------------------------------------------------------- DAE
 class DAEModule(stage.StepSeeding, pl.LightningModule):
     """``self.dae``: semantic encoder + conditional image U-Net, trained jointly with the epsilon MSE."""
 
-    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], weights_loaded: bool = False,
-                 ddim=None):
+    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], ddim=None):
         super().__init__()
         from ldae.diffusion import DDIMSettings, DiffusionSchedule
-        from ldae.models import build_dae
+        from ldae.models.baselines import dae_for_config
 
         self.cfg = dict(cfg)
-        from ldae.models.semantic_encoder import resolve_y_dim
-
-        net = {**cfg["network"], "y_dim": resolve_y_dim(encoder_cfg)}
-        self.dae = build_dae(net, _encoder_cfg(encoder_cfg, weights_loaded))
+        self.dae = dae_for_config(cfg, encoder_cfg)
         self.schedule = DiffusionSchedule.from_config(cfg["diffusion"])
         self.shape = tuple(int(s) for s in cfg["shape"]) if cfg["shape"] else None
         self.signed = bool(cfg["signed"])
         self.ddim = ddim if isinstance(ddim, DDIMSettings) else DDIMSettings.from_config(ddim)
         self.seed = int(cfg["train"]["seed"])
 
-    def pipeline(self):
-        from ldae.models.pipelines import DAEPipeline
-
-        pipe = DAEPipeline.__new__(DAEPipeline)  # no eval() switch: used inside training/validation
-        pipe.dae, pipe.schedule, pipe.shape, pipe.signed = self.dae, self.schedule, self.shape, self.signed
-        pipe.ddim = self.ddim
-        return pipe
+    def pipeline(self) -> io.DAEPipeline:
+        """The module's networks as the DAE's pipeline (no eval() switch: used inside training/validation)."""
+        return io.DAEPipeline(self.dae, self.schedule, self.shape, self.signed, self.ddim, eval_mode=False)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.dae.parameters(), lr=float(self.cfg["lr"]))
@@ -154,7 +106,7 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
 
 # ------------------------------------------------------------------------------------------------ supervised
 class TargetDataset(torch.utils.data.Dataset):
-    def __init__(self, images: stage.ImageDataset, targets: list[float]):
+    def __init__(self, images: ImageDataset, targets: list[float]):
         self.images, self.targets = images, [float(t) for t in targets]
 
     def __len__(self) -> int:
@@ -167,15 +119,14 @@ class TargetDataset(torch.utils.data.Dataset):
 class SupervisedModule(stage.StepSeeding, pl.LightningModule):
     """``self.model``: semantic encoder + linear head, end-to-end on one task."""
 
-    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], task: str,
-                 weights_loaded: bool = False):
+    def __init__(self, cfg: Mapping[str, Any], encoder_cfg: Mapping[str, Any], task: str):
         super().__init__()
-        from ldae.models import build_supervised_encoder
+        from ldae.models.baselines import supervised_for_config
 
         if task not in TASKS:
             raise ValueError(f"unknown supervised task {task!r} ({', '.join(TASKS)})")
         self.cfg, self.task = dict(cfg), task
-        self.model = build_supervised_encoder({"num_outputs": 1}, _encoder_cfg(encoder_cfg, weights_loaded))
+        self.model = supervised_for_config(encoder_cfg)
         self.loss_fn = torch.nn.BCEWithLogitsLoss() if task == "ad" else torch.nn.MSELoss()
         self.seed = int(cfg["train"]["seed"])
 
@@ -211,79 +162,36 @@ def supervised_targets(table, task: str, positive_class: str = "CN"):
     return rows, rows.age.astype(float).tolist()
 
 
-# --------------------------------------------------------------------------------------------------- loading
-def load_dae(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu",
-             ddim=None):
-    """The trained DAE as a :class:`ldae.models.pipelines.DAEPipeline` (eval mode, gradients off); ``ddim``
-    (DDIMSettings or a ``ddim`` section): None -> the settings recorded at training (else the defaults)."""
-    from ldae.models.pipelines import DAEPipeline
-
-    data = stage.read_stage_config(cfg)
-    module = DAEModule(data["config"], data["encoder"], weights_loaded=True,
-                       ddim=ddim if ddim is not None else data.get("ddim"))
-    sd = common.load_weights(weights, "DAE", "models/dae/weights.pt")
-    own = {k[len("dae."):]: v for k, v in sd.items() if k.startswith("dae.")}
-    module.dae.load_state_dict(own, strict=True)
-    module.dae.requires_grad_(False).eval().to(device)
-    return DAEPipeline(module.dae, module.schedule, module.shape, module.signed, module.ddim)
-
-
-def load_supervised(weights: str | Path, cfg: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"):
-    """The trained supervised encoder (``SupervisedEncoder``; ``.encoder`` gives the features), eval mode."""
-    data = stage.read_stage_config(cfg)
-    module = SupervisedModule(data["config"], data["encoder"], data["task"], weights_loaded=True)
-    sd = common.load_weights(weights, "supervised encoder", f"models/supervised_{data['task']}/weights.pt")
-    module.model.load_state_dict({k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")},
-                                 strict=True)
-    return module.model.requires_grad_(False).eval().to(device)
-
-
 # ------------------------------------------------------------------------------------------------------ CLI
-def _build(module_factory):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = module_factory()
-    messages = [str(w.message) for w in caught if "not found" in str(w.message)]
-    for message in messages:
-        stage.log.warning(message)
-    return module, messages
+def baseline_parser(verb: str, description: str):
+    parser = stage.stage_parser(verb, description)
+    parser.add_argument("--encoder", default="", help="the LDAE's encoder section (ldae.encoder), JSON/YAML")
+    return parser
 
 
-def _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir, monitor, mode, ema, prefix,
-                     summary_extra):
-    common.save_resolved_config(resolved, run_dir)
-    trainer = common.build_trainer(settings, run_dir, monitor=monitor if val_ds is not None else None, mode=mode,
-                                   ema_decay=ema or None, callbacks=[stage.SaveLastAtEnd(run_dir)])
-    started = time.time()
-    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
-                stage.loader(val_ds, settings, shuffle=False) if val_ds is not None else None,
-                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
-    if not trainer.is_global_zero:
-        return 0
-    source, best_score = stage.selected_checkpoint(trainer, run_dir, monitor)
-    weights = {f"{prefix}{k}": v for k, v in stage.checkpoint_state(source, prefix).items()}
-    summary = {"selected_checkpoint": source.name, f"best_{monitor.replace('/', '_')}": best_score,
-               "global_step": trainer.global_step, "epochs": trainer.current_epoch,
-               "seconds_this_run": round(time.time() - started, 1), **summary_extra}
-    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
-    return 0
+def image_datasets(train, val, images, cfg, run_dir: Path):
+    """(training, validation or None) image datasets of two tables with an ``image`` column, cached in the run."""
+    def dataset(rows):
+        return ImageDataset(rows.image.tolist(), images, cfg["cache"], run_dir / "cache")
+
+    return dataset(train), (dataset(val) if len(val) else None)
 
 
 def main_dae(argv: list[str] | None = None) -> int:
-    parser = stage.stage_parser("train-dae", "baseline: voxel-space diffusion autoencoder (DiffAE-style)")
-    parser.add_argument("--encoder", default="", help="the LDAE's encoder section (ldae.encoder), JSON/YAML")
+    """``ldae train-dae``."""
+    parser = baseline_parser("train-dae", "baseline: voxel-space diffusion autoencoder (DiffAE-style)")
     parser.add_argument("--ddim", default="", help="the `ddim` config section (validation sampler), JSON/YAML")
     args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
+    verbs.setup(args.threads)
     from ldae.diffusion import DDIMSettings
     from ldae.models import count_parameters
 
-    cfg = stage.resolve_config(DAE_DEFAULTS, stage.parse_config_arg(args.config), "dae")
-    enc = resolve_encoder(stage.parse_config_arg(args.encoder), cfg["encoder"])
-    images = stage.parse_config_arg(args.images)
-    ddim = DDIMSettings.from_config(stage.parse_config_arg(args.ddim))
+    cfg = verbs.section("dae", args.config)
+    enc = resolve_encoder(args.encoder, cfg["encoder"])
+    images = verbs.parse_config_arg(args.images)
+    ddim = DDIMSettings.from_config(verbs.section("ddim", args.ddim))
     settings, run_dir = stage.run_settings(args, cfg)
-    table = stage.image_table(args)
+    table = records_of(args)
     train, val = table[table.split == "train"], table[table.split == "val"]
     if cfg["val_max_sessions"]:
         val = val.iloc[: int(cfg["val_max_sessions"])]
@@ -293,82 +201,71 @@ def main_dae(argv: list[str] | None = None) -> int:
     stamp = stage.fingerprint({"dae": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config()}, files)
     resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
-    module, messages = _build(lambda: DAEModule(cfg, enc, ddim=ddim))
+    module, messages = stage.build_quietly(lambda: DAEModule(cfg, enc, ddim=ddim))
     resolved = {"stage": "dae", "config": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config(),
                 "warnings": messages}
-    cache_dir = run_dir / "cache"
-    train_ds = stage.ImageDataset(train.image.tolist(), images, cfg["cache"], cache_dir)
-    val_ds = stage.ImageDataset(val.image.tolist(), images, cfg["cache"], cache_dir) if len(val) else None
+    train_ds, val_ds = image_datasets(train, val, images, cfg, run_dir)
     n_enc, n_all = count_parameters(module.dae.encoder), count_parameters(module.dae)
-    extra = {"stage": "dae", "resumed": resumed, "n_train": len(train), "n_val": len(val), "warnings": messages,
+    extra = {"resumed": resumed, "n_train": len(train), "n_val": len(val), "warnings": messages,
              "parameters": {"semantic_encoder": n_enc, "unet": n_all - n_enc, "total": n_all,
                             "total_millions": round(n_all / 1e6, 1), "paper": "130M (paper, Table 5)"}}
-    return _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir, "val/ssim", "max",
-                            cfg["ema_decay"], "dae.", extra)
+    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
+                                 lambda source: stage.prefixed_state(source, "dae."), extra, "val/ssim", "max",
+                                 cfg["ema_decay"])
+
+
+def untrainable_reason(train, task: str) -> str | None:
+    if train.empty:
+        return f"no probe_train session for task {task}"
+    if task == "ad" and train.target.nunique() < 2:
+        return "probe_train holds a single diagnosis (AD or CN)"
+    return None
 
 
 def main_supervised(argv: list[str] | None = None) -> int:
-    parser = stage.stage_parser("train-supervised", "baseline: the semantic encoder + linear head, end-to-end")
-    parser.add_argument("--encoder", default="", help="the LDAE's encoder section (ldae.encoder), JSON/YAML")
+    """``ldae train-supervised``."""
+    parser = baseline_parser("train-supervised", "baseline: the semantic encoder + linear head, end-to-end")
     parser.add_argument("--task", required=True, choices=TASKS, help="ad: AD vs CN (BCE); age: regression (MSE)")
     args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
+    verbs.setup(args.threads)
     from ldae.models import count_parameters
 
-    cfg = stage.resolve_config(SUPERVISED_DEFAULTS, stage.parse_config_arg(args.config), "supervised")
-    enc = resolve_encoder(stage.parse_config_arg(args.encoder), cfg["encoder"])
-    images = stage.parse_config_arg(args.images)
+    cfg = verbs.section("supervised", args.config)
+    enc = resolve_encoder(args.encoder, cfg["encoder"])
+    images = verbs.parse_config_arg(args.images)
     settings, run_dir = stage.run_settings(args, cfg)
-    table = stage.image_table(args)
+    table = records_of(args)
     rows, targets = supervised_targets(table, args.task)
     rows = rows.assign(target=targets)
     train = rows[(rows.split == "train") & (rows.probe_split == "probe_train")]
     val = rows[(rows.split == "train") & (rows.probe_split == "probe_val")]
-    untrainable = None
-    if train.empty:
-        untrainable = f"no probe_train session for task {args.task}"
-    elif args.task == "ad" and train.target.nunique() < 2:
-        untrainable = "probe_train holds a single diagnosis (AD or CN)"
+    untrainable = untrainable_reason(train, args.task)
     if untrainable:  # a tiny cohort: publish the untrained model, say so (its probe rows are n/a anyway)
         stage.log.warning("train-supervised: %s: the model is NOT trained", untrainable)
         pl.seed_everything(settings["seed"], workers=True)
-        module, messages = _build(lambda: SupervisedModule(cfg, enc, args.task))
+        module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
         resolved = {"stage": "supervised", "task": args.task, "config": cfg, "encoder": enc, "images": images,
                     "target": {"mean": 0.0, "std": 1.0}, "warnings": [*messages, untrainable]}
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        stage.publish(args.out_dir, run_dir, {f"model.{k}": v for k, v in module.model.state_dict().items()},
-                      resolved, {"stage": "supervised", "task": args.task, "trained": False, "reason": untrainable})
+        stage.publish_run(args.out_dir, run_dir, {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                          resolved, {"stage": "supervised", "task": args.task, "trained": False, "reason": untrainable})
         return 0
     stats = {"mean": 0.0, "std": 1.0}
     if args.task == "age":  # z-score the target with the TRAINING statistics only
         stats = {"mean": float(train.target.mean()), "std": float(train.target.std(ddof=0)) or 1.0}
-    norm = [(t - stats["mean"]) / stats["std"] for t in train.target]
-    norm_val = [(t - stats["mean"]) / stats["std"] for t in val.target]
     files = [args.qc, args.sessions, args.splits, *rows.image]
     stamp = stage.fingerprint({"supervised": cfg, "encoder": enc, "images": images, "task": args.task}, files)
     resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
-    module, messages = _build(lambda: SupervisedModule(cfg, enc, args.task))
+    module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
     resolved = {"stage": "supervised", "task": args.task, "config": cfg, "encoder": enc, "images": images,
                 "target": stats, "warnings": messages}
-    cache_dir = run_dir / "cache"
-    train_ds = TargetDataset(stage.ImageDataset(train.image.tolist(), images, cfg["cache"], cache_dir), norm)
-    val_ds = (TargetDataset(stage.ImageDataset(val.image.tolist(), images, cfg["cache"], cache_dir), norm_val)
-              if len(val) else None)
+    train_images, val_images = image_datasets(train, val, images, cfg, run_dir)
+    train_ds = TargetDataset(train_images, [(t - stats["mean"]) / stats["std"] for t in train.target])
+    val_ds = (TargetDataset(val_images, [(t - stats["mean"]) / stats["std"] for t in val.target])
+              if val_images is not None else None)
     n = count_parameters(module.model)
-    extra = {"stage": "supervised", "task": args.task, "resumed": resumed, "n_train": len(train),
-             "n_val": len(val), "target": stats, "warnings": messages,
-             "parameters": {"total": n, "total_millions": round(n / 1e6, 1)}}
-    return _fit_and_publish(args, module, resolved, train_ds, val_ds, settings, run_dir, "val/loss", "min", None,
-                            "model.", extra)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry of both verbs (the CLI maps a verb to a module's ``main``): ``train-supervised`` always passes
-    ``--task``, ``train-dae`` never does."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--task" or a.startswith("--task=") for a in argv):
-        return main_supervised(argv)
-    return main_dae(argv)
+    extra = {"task": args.task, "resumed": resumed, "n_train": len(train), "n_val": len(val), "target": stats,
+             "warnings": messages, "parameters": {"total": n, "total_millions": round(n / 1e6, 1)}}
+    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
+                                 lambda source: stage.prefixed_state(source, "model."), extra, "val/loss", "min")

@@ -1,0 +1,184 @@
+"""The verb kit: what every ``ldae <verb>`` shares, below the stage packages.
+
+* config sections: :func:`section` resolves the section a rule passes over the defaults READ FROM THE SCHEMA
+  (``workflow/schemas/config.schema.yaml``, the one source of defaults); an unknown key is an error naming it;
+* :func:`parse_config_arg`: the ``--config`` text (JSON/YAML, or a YAML file);
+* the shared command-line arguments (:func:`add_config_arg`, :func:`add_table_args`, :func:`add_threads_arg`);
+* :func:`setup`: logging, CPU threads and the warnings every verb silences;
+* ONE atomic writer (:func:`atomic_output` and its text/json/tsv/torch forms): readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import logging
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+# ------------------------------------------------------------------------------------------ config sections
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    if not SCHEMA.is_file():
+        raise FileNotFoundError(f"config schema not found: {SCHEMA} (the defaults of every config section live "
+                                "there; run ldae from the repository checkout)")
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _node_defaults(node: Mapping[str, Any], where: str) -> Any:
+    if node.get("properties"):
+        return {key: _node_defaults(child, f"{where}.{key}") for key, child in node["properties"].items()}
+    if "default" not in node:
+        raise KeyError(f"the schema gives no default for {where}")
+    return copy.deepcopy(node["default"])
+
+
+def schema_defaults(name: str) -> Any:
+    """The defaults of config section ``name`` (dotted, e.g. ``evaluation.probe``) as the schema gives them."""
+    node = _schema()
+    for key in name.split("."):
+        try:
+            node = node["properties"][key]
+        except KeyError:
+            raise KeyError(f"no config section {name!r} in {SCHEMA}") from None
+    return _node_defaults(node, name)
+
+
+def resolve_config(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+    """``given`` merged over ``defaults`` (recursively for non-empty dict defaults); unknown keys are errors."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in (given or {}).items():
+        if key not in defaults:
+            raise ValueError(f"unknown config key {where}.{key}; known: {sorted(defaults)}")
+        if isinstance(defaults[key], dict) and defaults[key] and value is not None:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config key {where}.{key} must be a mapping, got {value!r}")
+            out[key] = resolve_config(defaults[key], value, f"{where}.{key}")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def section(name: str, given: Mapping[str, Any] | str | None = None, shared: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Config section ``name`` resolved over the schema's defaults; ``given``: a mapping or ``--config`` text.
+
+    ``shared``: keys of the parent section the rule passes along with this one (e.g. ``evaluation.seed`` and
+    ``evaluation.bootstrap`` for ``evaluation.probe``)."""
+    defaults = schema_defaults(name)
+    parent = name.rpartition(".")[0]
+    for key in shared:
+        defaults[key] = schema_defaults(f"{parent}.{key}")
+    if isinstance(given, str) or given is None:
+        given = parse_config_arg(given)
+    return resolve_config(defaults, given, name)
+
+
+def parse_config_arg(text: str | None) -> dict[str, Any]:
+    """``--config``: JSON/YAML text (what the rules pass) or the path of a YAML file; '' -> {}."""
+    if text is None or text == "":
+        return {}
+    path = Path(text)
+    if len(text) < 4096 and "\n" not in text and not text.lstrip().startswith("{") and path.is_file():
+        text = path.read_text()
+    try:  # JSON first: YAML 1.1 reads JSON's 1e-07 as a string
+        value = json.loads(text)
+    except ValueError:
+        value = yaml.safe_load(text)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"--config must be a mapping, got {type(value).__name__}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------- command line
+def parser(verb: str, description: str) -> argparse.ArgumentParser:
+    """A verb's parser with ``--config`` and ``--threads``."""
+    made = argparse.ArgumentParser(prog=f"ldae {verb}", description=description)
+    made.add_argument("--config", default="", help="this rule's config section: JSON/YAML text or a YAML file")
+    made.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    return made
+
+
+def add_table_args(parser_: argparse.ArgumentParser, images: bool = True) -> None:
+    """``--sessions``/``--splits`` and, with ``images``, ``--qc``/``--derivatives``/``--images``."""
+    parser_.add_argument("--sessions", required=True, type=Path, help="session table (tables/sessions.tsv)")
+    parser_.add_argument("--splits", required=True, type=Path, help="split table (tables/splits.tsv)")
+    if images:
+        parser_.add_argument("--qc", required=True, type=Path, help="preprocessing QC table (qc.tsv)")
+        parser_.add_argument("--derivatives", type=Path, default=None,
+                             help="root the QC table's `preproc` paths are relative to (default: its folder)")
+        parser_.add_argument("--images", default="", help="the `images` config section (JSON/YAML)")
+
+
+def setup(threads: int = 0) -> None:
+    """Logging to stderr, ``threads`` CPU threads (0: torch's default), and the known harmless warnings off."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if threads and threads > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    for message in (".*does not have many workers.*", ".*Experiment logs directory.*",
+                    ".*Using ModelCheckpoint with manual optimization.*", ".*The `srun` command is available.*",
+                    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", ".*backbone weights.*not found.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+# ----------------------------------------------------------------------------------------- atomic writes
+def temp_name(path: str | os.PathLike) -> str:
+    """Where ``path`` is written before it is renamed into place: same folder (so the rename is atomic), same
+    extension (``x.nii.gz`` -> ``.x.tmp-<pid>.nii.gz``; writers pick the format from it)."""
+    folder, name = os.path.split(os.fspath(path))
+    for ext in (".nii.gz", ".nii", ".json", ".png", ".mat", ".h5", ".tsv", ".npz", ".pt", ".csv", ".md", ".yaml"):
+        if name.endswith(ext):
+            return os.path.join(folder, f".{name[: -len(ext)]}.tmp-{os.getpid()}{ext}")
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary sibling of ``path`` to write; renamed onto ``path`` on success, removed on error."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike, data: Any, trailing_newline: bool = False) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str) + ("\n" if trailing_newline else ""))
+
+
+def write_tsv(frame, path: str | os.PathLike, **to_csv) -> None:
+    """A pandas table as TSV (``na_rep`` 'n/a' unless given)."""
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, **{"na_rep": "n/a", **to_csv})
+
+
+def save_torch(data: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` (plain tensors and data only, so readers load it with ``weights_only=True``)."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        torch.save(data, tmp)
