@@ -37,7 +37,6 @@ import yaml
 __all__ = ["import_official", "main", "OFFICIAL_SCALE_FACTOR"]
 
 OFFICIAL_SCALE_FACTOR = 0.8730  # hard-coded in the authors' code (their latents: posterior samples)
-PROBE_FILE = "probe.pt"
 
 
 def _read_state(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -206,11 +205,12 @@ def _check_loads(out: Path, name: str) -> None:
 
 def _write_probe(args: argparse.Namespace, folder: Path) -> Path:
     from ldae.evaluation.probe_file import write_official_probe
+    from ldae.models import io
 
     if not (args.probe_mean and args.probe_std):
         raise SystemExit("import-official: --probe needs --probe-mean and --probe-std (semantic_mean/std.pt)")
     folder.mkdir(parents=True, exist_ok=True)
-    write_official_probe(args.probe, args.probe_mean, args.probe_std, folder / PROBE_FILE)
+    write_official_probe(args.probe, args.probe_mean, args.probe_std, io.probe_file(folder))
     return folder
 
 

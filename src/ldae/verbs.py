@@ -60,7 +60,7 @@ def resolve_config(defaults: Mapping[str, Any], given: Mapping[str, Any] | None,
     out = copy.deepcopy(dict(defaults))
     for key, value in (given or {}).items():
         if key not in defaults:
-            raise ValueError(f"unknown config key {where}.{key}; known: {sorted(defaults)}")
+            raise ValueError(f"unknown key {where}.{key} in the config; known: {sorted(defaults)}")
         if isinstance(defaults[key], dict) and defaults[key] and value is not None:
             if not isinstance(value, Mapping):
                 raise ValueError(f"config key {where}.{key} must be a mapping, got {value!r}")

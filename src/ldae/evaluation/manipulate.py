@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-ad", required=True, type=Path, help="AD scan moved towards CN")
     parser.add_argument("--volumes", required=True, type=Path, help="folder for the decoded NIfTI volumes")
     parser.add_argument("--probe-file", type=Path, default=None,
-                        help="a probe file (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
+                        help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
                              "write_official_probe) instead of training the probe on probe_train")
     args = parser.parse_args(argv)
     verbs.setup(args.threads)

@@ -93,8 +93,10 @@ def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str 
 
 
 def load_probe(path: str | os.PathLike, positive_class: str | None = None) -> LinearProbe:
-    from ldae.models.io import read_tensor_file
+    """A probe file, or the folder holding one (``probe.pt``, what rule import_official writes)."""
+    from ldae.models.io import probe_file, read_tensor_file
 
+    path = probe_file(path)
     return probe_from_state(read_tensor_file(path, "a probe file"), os.fspath(path), positive_class)
 
 

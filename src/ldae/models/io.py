@@ -43,7 +43,7 @@ from ldae.verbs import save_torch, write_text
 from .pipelines import DAEPipeline, LDAEPipeline
 
 __all__ = [
-    "WEIGHTS", "CONFIG", "SUMMARY", "METRICS", "weights_file", "config_file",
+    "WEIGHTS", "CONFIG", "SUMMARY", "METRICS", "PROBE", "weights_file", "config_file", "probe_file",
     "read_config", "stage_section", "save_weights", "save_config", "publish",
     "load_autoencoder", "load_ldm", "load_schedule", "load_ldae", "load_scale_factor", "ldae_state_dicts",
     "load_ldae_pipeline", "load_pipeline", "load_dae", "load_supervised",
@@ -52,6 +52,7 @@ __all__ = [
 
 # ------------------------------------------------------------------------------------------- the folder
 WEIGHTS, CONFIG, SUMMARY, METRICS = "weights.pt", "config.yaml", "summary.json", "metrics.csv"
+PROBE = "probe.pt"  # the folder of an imported probe (rule import_official): ldae.evaluation.probe_file format
 
 
 def weights_file(folder: str | os.PathLike) -> Path:
@@ -60,6 +61,12 @@ def weights_file(folder: str | os.PathLike) -> Path:
 
 def config_file(folder: str | os.PathLike) -> Path:
     return Path(folder) / CONFIG
+
+
+def probe_file(folder_or_file: str | os.PathLike) -> Path:
+    """The probe file of a probe folder (a file is returned as it is)."""
+    path = Path(folder_or_file)
+    return path / PROBE if path.is_dir() else path
 
 
 def read_config(cfg: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
