@@ -15,21 +15,13 @@ LDAE_CHAIN = ("autoencoder", "latents", "ldm", "ldae")
 BASELINES = ("dae", "supervised_ad", "supervised_age")
 OFFICIAL_PROBE = "official_probe"
 
-# results/tables/<stem>.{tsv,md}, one per paper table (in the order the results README shows them)
-TABLE5 = "table5_efficiency"
-TABLE6 = "table6_reconstruction"
-TABLE7 = "table7_linear_probes"
-FIGURE8_TABLE = "figure8_interpolation"
-FIGURE67_TABLE = "figure67_manipulation"
-TABLES = (TABLE5, TABLE6, TABLE7, FIGURE8_TABLE, FIGURE67_TABLE)
+# results/tables/<stem>.{tsv,md}, one per paper table (in the order the results README shows them), and
 # results/figures/<name>.png
-FIGURE5 = "figure5_lda"
-FIGURE6 = "figure6_manipulation_cn"
-FIGURE7 = "figure7_manipulation_ad"
-FIGURE8 = "figure8_interpolation"
-TABLE6_EXAMPLES = "table6_examples"
-FIGURES = (FIGURE5, FIGURE6, FIGURE7, FIGURE8, TABLE6_EXAMPLES)
-
+TABLES = TABLE5, TABLE6, TABLE7, FIGURE8_TABLE, FIGURE67_TABLE = (
+    "table5_efficiency", "table6_reconstruction", "table7_linear_probes", "figure8_interpolation",
+    "figure67_manipulation")
+FIGURES = FIGURE5, FIGURE6, FIGURE7, FIGURE8, TABLE6_EXAMPLES = (
+    "figure5_lda", "figure6_manipulation_cn", "figure7_manipulation_ad", "figure8_interpolation", "table6_examples")
 
 def model_dir(root: str, name: str) -> str:
     """A model folder (``name``: one of :data:`LDAE_CHAIN`, :data:`BASELINES`, ``official_probe``)."""

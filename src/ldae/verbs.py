@@ -136,6 +136,18 @@ def setup(threads: int = 0) -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def resolve_precision(precision: str) -> str:
+    """A `train.precision` / `evaluation.timing.precision` value for Lightning: ``auto`` -> bf16-mixed on GPUs
+    that support it, else 32-true."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
 # ----------------------------------------------------------------------------------------- atomic writes
 def temp_name(path: str | os.PathLike) -> str:
     """Where ``path`` is written before it is renamed into place: same folder (so the rename is atomic), same

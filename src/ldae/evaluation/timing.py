@@ -37,7 +37,7 @@ def timing_precision(requested: str, device: torch.device | str) -> tuple[str, t
     device = torch.device(device)
     if device.type != "cuda":
         return f"fp32 ({device.type.upper()})", None
-    from ldae.training.common import resolve_precision
+    from ldae.verbs import resolve_precision
 
     resolved = resolve_precision(str(requested))
     if resolved not in AUTOCAST:

@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.networks.nets import DiffusionModelUNet
 
-from .ldm_unet import _head_channels, convert_resnet_blocks, set_resample_axes, unet_decode, unet_encode
+from .ldm_unet import convert_resnet_blocks, monai_unet, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
 __all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder", "dae_for_config",
@@ -60,19 +59,7 @@ class VoxelDAE(nn.Module):
             enc_cfg["y_dim"] = int(c["y_dim"])
         self.encoder = SemanticEncoder(enc_cfg)
         self.y_dim = self.encoder.y_dim
-        self.unet = DiffusionModelUNet(
-            spatial_dims=int(c["spatial_dims"]),
-            in_channels=int(c["in_channels"]),
-            out_channels=int(c["in_channels"]),
-            num_res_blocks=c["num_res_blocks"],
-            channels=tuple(int(x) for x in c["channels"]),
-            attention_levels=tuple(bool(x) for x in c["attention_levels"]),
-            norm_num_groups=int(c["norm_num_groups"]),
-            norm_eps=float(c["norm_eps"]),
-            resblock_updown=bool(c["resblock_updown"]),
-            num_head_channels=_head_channels(c["channels"], int(c["num_heads"])),
-            use_flash_attention=bool(c["use_flash_attention"]),
-        )
+        self.unet = monai_unet(c, int(c["in_channels"]))
         temb = self.unet.time_embed[-1].out_features
         mode, drop = str(c["time_conditioning"]), float(c["dropout"])
         convert_resnet_blocks(self.unet.down_blocks, mode, drop, temb if c["condition_encoder"] else None)

@@ -246,18 +246,14 @@ def _head_channels(channels: Iterable[int], num_heads: int) -> list[int]:
     return [c // num_heads for c in chans]
 
 
-def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
-    """Build the stage-2 latent DDPM U-Net from the ``ldm`` config section (unknown keys are ignored).
-
-    A MONAI ``DiffusionModelUNet`` whose residual blocks are :class:`AdaGNResnetBlock` (AdaGN time conditioning and
-    dropout, neither of which MONAI's block has), resampling on ``resample_axes`` and zero-initialised attention
-    output projections. ``model(x, timesteps)`` works exactly as MONAI's.
-    """
-    c = _cfg(cfg, LDM_DEFAULTS)
-    unet = DiffusionModelUNet(
+def monai_unet(c: Mapping[str, Any], channels_in: int) -> DiffusionModelUNet:
+    """MONAI's ``DiffusionModelUNet`` (unconditional, ``channels_in`` in and out) from a resolved network section
+    (``spatial_dims``, ``channels``, ``num_res_blocks``, ``attention_levels``, ``num_heads``, ``norm_*``,
+    ``resblock_updown``, ``use_flash_attention``): the LDM's and the DAE's U-Net before their AdaGN blocks."""
+    return DiffusionModelUNet(
         spatial_dims=int(c["spatial_dims"]),
-        in_channels=int(c["latent_channels"]),
-        out_channels=int(c["latent_channels"]),
+        in_channels=channels_in,
+        out_channels=channels_in,
         num_res_blocks=c["num_res_blocks"],
         channels=tuple(int(x) for x in c["channels"]),
         attention_levels=tuple(bool(x) for x in c["attention_levels"]),
@@ -268,6 +264,17 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
         with_conditioning=False,
         use_flash_attention=bool(c["use_flash_attention"]),
     )
+
+
+def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
+    """Build the stage-2 latent DDPM U-Net from the ``ldm`` config section (unknown keys are ignored).
+
+    A MONAI ``DiffusionModelUNet`` whose residual blocks are :class:`AdaGNResnetBlock` (AdaGN time conditioning and
+    dropout, neither of which MONAI's block has), resampling on ``resample_axes`` and zero-initialised attention
+    output projections. ``model(x, timesteps)`` works exactly as MONAI's.
+    """
+    c = _cfg(cfg, LDM_DEFAULTS)
+    unet = monai_unet(c, int(c["latent_channels"]))
     convert_resnet_blocks(unet, time_conditioning=str(c["time_conditioning"]), dropout=float(c["dropout"]))
     set_resample_axes(unet, str(c["resample_axes"]), int(c["spatial_dims"]))
     # MONAI zero-initialises conv2 of each residual block and the output conv; the converted blocks keep them.

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 import torch
 
+from ldae import verbs
 from ldae.verbs import atomic_output
 
 log = logging.getLogger("ldae.training")
@@ -38,14 +39,6 @@ def train_settings(section: dict) -> dict[str, Any]:
     if missing:
         raise ValueError(f"training key(s) {missing} missing (resolve the stage section with ldae.verbs.section)")
     return {"devices": "auto", **section}
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def accelerator_and_devices(devices, cpu_processes: int = 1) -> tuple[str, Any]:
@@ -212,7 +205,7 @@ def build_trainer(
             accelerator=accelerator,
             devices=devices,
             strategy=("ddp_find_unused_parameters_true" if find_unused_parameters else "ddp") if multi else "auto",
-            precision=resolve_precision(settings["precision"]),
+            precision=verbs.resolve_precision(settings["precision"]),
             max_epochs=settings["max_epochs"],
             max_steps=settings["max_steps"],
             accumulate_grad_batches=settings["accumulate_grad_batches"],
