@@ -49,18 +49,15 @@ from run import merged_config  # noqa: E402  (bench/training/run.py: config.yaml
 
 
 def stage_configs(config: dict) -> dict:
-    from ldae.training import autoencoder as A
+    from ldae import verbs
     from ldae.training import baselines as B
-    from ldae.training import ldae as D
-    from ldae.training import ldm as L
-    from ldae.training import stage
 
-    dae = stage.resolve_config(B.DAE_DEFAULTS, config.get("dae"), "dae")
+    dae = verbs.section("dae", config.get("dae"))
     return {
         "images": config["images"],
-        "autoencoder": stage.resolve_config(A.DEFAULTS, config["autoencoder"], "autoencoder"),
-        "ldm": stage.resolve_config(L.DEFAULTS, config["ldm"], "ldm"),
-        "ldae": stage.resolve_config(D.DEFAULTS, config["ldae"], "ldae"),
+        "autoencoder": verbs.section("autoencoder", config["autoencoder"]),
+        "ldm": verbs.section("ldm", config["ldm"]),
+        "ldae": verbs.section("ldae", config["ldae"]),
         "dae": dae,
         "dae_encoder": B.resolve_encoder(config["ldae"].get("encoder"), dae["encoder"]),
     }
