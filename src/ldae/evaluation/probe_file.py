@@ -23,6 +23,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from ldae.models.official_encoder import PROBE_FORMAT, probe_from_official
+from ldae.verbs import save_torch
 
 from .probes import LinearProbe
 
@@ -89,7 +90,7 @@ def probe_from_state(state: Mapping[str, Any], source: str = "probe state",
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str = "CN", origin: str = "") -> None:
-    torch.save(probe_state(probe, positive_class, origin), os.fspath(path))
+    save_torch(probe_state(probe, positive_class, origin), path)
 
 
 def load_probe(path: str | os.PathLike, positive_class: str | None = None) -> LinearProbe:
@@ -111,5 +112,5 @@ def write_official_probe(classifier: str | os.PathLike, mean: str | os.PathLike,
                                 read_tensor_file(mean, "the authors' y_sem z-score mean (semantic_mean.pt)"),
                                 read_tensor_file(std, "the authors' y_sem z-score std (semantic_std.pt)"),
                                 os.fspath(classifier))
-    torch.save(state, os.fspath(out))
+    save_torch(state, out)
     return probe_from_state(state, os.fspath(out))

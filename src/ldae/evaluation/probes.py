@@ -488,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols],
                 intervals=metric_cols)
-    args.history.parent.mkdir(parents=True, exist_ok=True)
-    history.to_csv(args.history, sep="\t", index=False)
+    verbs.write_tsv(history, args.history, na_rep="")
     panels = {}
     train = ((table.split == "train") & (table.probe_split == "probe_train")).to_numpy()
     test = (table.split == "test").to_numpy()

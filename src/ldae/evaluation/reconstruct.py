@@ -159,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         message = "no test session passed preprocessing QC: nothing to reconstruct"
         write_table(pd.DataFrame([{"Model": "n/a", "n": 0}]), args.table, notes=[message],
                     paper=pd.DataFrame(TABLE6))
-        args.per_session.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]).to_csv(
-            args.per_session, sep="\t", index=False)
+        verbs.write_tsv(pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]),
+                        args.per_session)
         placeholder_figure(args.figure, message)
         print(message)
         return 0
@@ -189,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["Model", "Encoding", "Code size", "T", "SSIM", "LPIPS", "MSE"]
     write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6),
                 intervals=["SSIM", "LPIPS", "MSE"])
-    args.per_session.parent.mkdir(parents=True, exist_ok=True)
-    per.to_csv(args.per_session, sep="\t", index=False, na_rep="n/a")
+    verbs.write_tsv(per, args.per_session)
     if examples:
         reconstruction_examples(examples, args.figure)
     print(summary[cols].to_string(index=False))
