@@ -16,14 +16,11 @@ from typing import Any
 import torch
 from monai.networks.schedulers.scheduler import NoiseSchedules
 
+from ldae.verbs import schema_defaults
+
 __all__ = ["SCHEDULE_DEFAULTS", "DiffusionSchedule", "extract"]
 
-SCHEDULE_DEFAULTS: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "schedule": "linear_beta",
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-}
+SCHEDULE_DEFAULTS: dict[str, Any] = schema_defaults("ldm.diffusion")  # T=1000 linear betas (the schema's)
 
 
 def extract(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -23,28 +23,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ldae.verbs import schema_defaults
+
 from .ldm_unet import convert_resnet_blocks, monai_unet, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
 __all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder", "dae_for_config",
            "supervised_for_config"]
 
-DAE_DEFAULTS: dict[str, Any] = {
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "channels": [32, 64, 128, 256, 256],
-    "num_res_blocks": 2,
-    "attention_levels": [False, False, False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "resample_axes": "all",
-    "use_flash_attention": False,
-    "y_dim": None,
-    "condition_encoder": True,
+DAE_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `dae.network` section's defaults (the schema's)
+    "spatial_dims": 3, "in_channels": 1, **schema_defaults("dae.network"), "y_dim": None,
 }
 
 

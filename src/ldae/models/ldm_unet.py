@@ -45,6 +45,8 @@ from monai.networks.nets.diffusion_model_unet import (
     get_timestep_embedding,
 )
 
+from ldae.verbs import schema_defaults
+
 __all__ = [
     "LDM_DEFAULTS",
     "AdaGNResnetBlock",
@@ -61,20 +63,8 @@ __all__ = [
     "zero_module",
 ]
 
-LDM_DEFAULTS: dict[str, Any] = {
-    "spatial_dims": 3,
-    "latent_channels": 3,
-    "channels": [256, 512, 768],
-    "num_res_blocks": 2,
-    "attention_levels": [False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "resample_axes": "last_two",
-    "use_flash_attention": False,
+LDM_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `ldm.network` section's defaults (the schema's)
+    "spatial_dims": 3, "latent_channels": 3, **schema_defaults("ldm.network"),
 }
 
 _TIME_MODES = ("scale_shift", "additive")
