@@ -12,7 +12,8 @@ torch.set_num_threads(1)
 
 from ldae.diffusion import DiffusionSchedule  # noqa: E402
 from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings  # noqa: E402
-from ldae.models.pipelines import DAEPipeline, LDAEPipeline, count_params, seeded_noise  # noqa: E402
+from ldae.models import count_parameters  # noqa: E402
+from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise  # noqa: E402
 from ldae.evaluation.timing import efficiency_table, time_call, training_seconds  # noqa: E402
 from ldae.models import GradientEstimator, VoxelDAE, build_autoencoder, build_ldm_unet  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder  # noqa: E402
@@ -90,7 +91,7 @@ def test_ldae_pipeline_paths():
     assert torch.equal(seeded_noise((2, 3), 1), seeded_noise((2, 3), 1))
     assert ldae.reconstruct(x, 2).shape == x.shape
     # Table 5 (paper ~920M): encoder + estimator with the frozen LDM inside (counted once); the AE apart
-    assert ldae.parameter_count() == count_params(ldae.estimator, ldae.encoder)
+    assert ldae.parameter_count() == count_parameters(ldae.estimator, ldae.encoder)
     assert ldae.parameter_count() == sum(p.numel() for m in (ldae.estimator, ldae.encoder) for p in m.parameters())
     assert ldae.parameter_count() >= sum(p.numel() for p in ldae.estimator.ldm.parameters())
     assert ldae.autoencoder_parameter_count() == sum(p.numel() for p in ldae.autoencoder.parameters())

@@ -141,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.model == "dae":
         semantic = io.load_dae(args.model_dir, dev).semantic
     else:
-        encoder = io.load_supervised(args.model_dir, dev).encoder
-
-        def semantic(images):
-            with torch.no_grad():
-                return encoder(images.to(dev)).float()
+        semantic = io.EncoderPipeline(io.load_supervised(args.model_dir, dev).encoder).semantic
 
     wanted = set(cfg["invert_splits"])
     ids, y, extra = compute_embeddings(iterate_batches(records, load, cfg["batch_size"]), semantic, invert,

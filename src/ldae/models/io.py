@@ -40,14 +40,14 @@ import yaml
 from ldae.diffusion import DDIMSettings
 from ldae.verbs import save_torch, write_text
 
-from .pipelines import DAEPipeline, LDAEPipeline
+from .pipelines import DAEPipeline, EncoderPipeline, LDAEPipeline
 
 __all__ = [
     "WEIGHTS", "CONFIG", "SUMMARY", "METRICS", "PROBE", "weights_file", "config_file", "probe_file",
     "read_config", "stage_section", "save_weights", "save_config", "publish",
     "load_autoencoder", "load_ldm", "load_schedule", "load_ldae", "load_scale_factor", "ldae_state_dicts",
     "load_ldae_pipeline", "load_pipeline", "load_dae", "load_supervised",
-    "LDAEPipeline", "DAEPipeline", "read_tensor_file", "load_official_encoder",
+    "LDAEPipeline", "DAEPipeline", "EncoderPipeline", "read_tensor_file", "load_official_encoder",
 ]
 
 # ------------------------------------------------------------------------------------------- the folder

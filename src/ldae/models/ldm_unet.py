@@ -272,9 +272,11 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
     return unet
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(*modules: nn.Module | None, trainable_only: bool = False) -> int:
+    """Number of distinct parameters of the modules (shared ones counted once; all, or only those with
+    ``requires_grad``)."""
+    distinct = {id(p): p for module in modules if module is not None for p in module.parameters()}
+    return sum(p.numel() for p in distinct.values() if p.requires_grad or not trainable_only)
 
 
 # --- functional pieces of DiffusionModelUNet.forward, so a second branch can reuse the frozen encoder ---------------
