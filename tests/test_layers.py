@@ -1,5 +1,5 @@
 """The package's layering: data -> (preprocess, diffusion, models) -> (training, evaluation), with the verb kit
-(ldae.verbs, ldae.outputs) below all of them. An upward or sideways import fails here, wherever it stands (module
+(ldae.verbs, ldae.files, ldae.outputs) below all of them. An upward or sideways import fails here, wherever it stands (module
 level or inside a function), absolute or relative; imports are read with `ast`, nothing is imported."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ FORBIDDEN = {
     "training": {"evaluation"},
     "evaluation": {"training"},
     "verbs": {"data", "models", "diffusion", "preprocess", "training", "evaluation"},
+    "files": {"data", "models", "diffusion", "preprocess", "training", "evaluation", "verbs", "outputs"},
     "outputs": {"data", "models", "diffusion", "preprocess", "training", "evaluation", "verbs"},
 }
 

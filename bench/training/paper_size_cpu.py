@@ -218,9 +218,9 @@ def run_ldae(cfgs: dict, args) -> dict:
 
 
 def run_dae(cfgs: dict, args) -> dict:
-    from ldae.evaluation.pipelines import DAEPipeline
     from ldae.models import count_parameters
-    from ldae.training import baselines as B
+    from ldae.models.pipelines import DAEPipeline
+    from ldae.training import dae as B
     from ldae.training import stage
 
     module = stage.cpu_channels_last_(B.DAEModule(cfgs["dae"], cfgs["dae_encoder"]))

@@ -1,7 +1,7 @@
 """`ldae <verb> ...`: one verb per Snakemake rule.
 
-Each verb is a ``main(argv: list[str]) -> int`` (argparse inside; ``module:function`` names another function of
-the module), imported lazily so that `ldae --help` stays fast and a rule only pays for the libraries it uses.
+Each verb lives in its own module as ``main(argv: list[str]) -> int`` (argparse inside), imported lazily so
+that `ldae --help` stays fast and a rule only pays for the libraries it uses.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# verb -> (module or module:function, one-line help)
+# verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth-adni": ("ldae.data.synth", "generate a synthetic ADNI-like raw download (images + clinical CSVs)"),
     "adni-to-bids": ("ldae.data.convert", "run clinica's adni-to-bids converter (T1) with a kept log"),
@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-ldm": ("ldae.training.ldm", "stage 2: unconditional latent DDPM, final EMA weights"),
     "train-ldae": ("ldae.training.ldae", "stage 3: semantic encoder + gradient estimator (PDAE), best val SSIM"),
     "import-official": ("ldae.import_official", "the authors' released weights -> models/{autoencoder,ldm,ldae}"),
-    "train-dae": ("ldae.training.baselines:main_dae", "baseline: voxel-space diffusion autoencoder (same semantic encoder)"),
-    "train-supervised": ("ldae.training.baselines:main_supervised", "baseline: semantic encoder + linear head, end-to-end (--task)"),
+    "train-dae": ("ldae.training.dae", "baseline: voxel-space diffusion autoencoder (same semantic encoder)"),
+    "train-supervised": ("ldae.training.supervised", "baseline: semantic encoder + linear head, end-to-end (--task)"),
     "embed": ("ldae.evaluation.embed", "y_sem of every session for one model (+ LDAE x_T of test sessions)"),
     "probe": ("ldae.evaluation.probes", "Table 7 linear probes (AD vs CN, age) + Figure 5 LDA"),
     "reconstruct": ("ldae.evaluation.reconstruct", "Table 6 reconstruction SSIM/LPIPS/MSE at T = 10/20/50/100"),
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in COMMANDS:
         print(f"ldae: unknown command {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, _, function = COMMANDS[verb][0].partition(":")
-    return int(getattr(importlib.import_module(module), function or "main")(rest) or 0)
+    module = importlib.import_module(COMMANDS[verb][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

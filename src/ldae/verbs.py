@@ -4,8 +4,9 @@
   (``workflow/schemas/config.schema.yaml``, the one source of defaults); an unknown key is an error naming it;
 * :func:`parse_config_arg`: the ``--config`` text (JSON/YAML, or a YAML file);
 * the shared command-line arguments (:func:`add_config_arg`, :func:`add_table_args`, :func:`add_threads_arg`);
-* :func:`setup`: logging, CPU threads and the warnings every verb silences;
-* ONE atomic writer (:func:`atomic_output` and its text/json/tsv/torch forms): readers never see half a file.
+* :func:`setup`: logging, CPU threads and the warnings every verb silences.
+
+The one atomic writer every verb uses lives in :mod:`ldae.files` (no torch there: the data verbs run without it).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ import copy
 import functools
 import json
 import logging
-import os
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -146,51 +145,3 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
-
-
-# ----------------------------------------------------------------------------------------- atomic writes
-def temp_name(path: str | os.PathLike) -> str:
-    """Where ``path`` is written before it is renamed into place: same folder (so the rename is atomic), same
-    extension (``x.nii.gz`` -> ``.x.tmp-<pid>.nii.gz``; writers pick the format from it)."""
-    folder, name = os.path.split(os.fspath(path))
-    for ext in (".nii.gz", ".nii", ".json", ".png", ".mat", ".h5", ".tsv", ".npz", ".pt", ".csv", ".md", ".yaml"):
-        if name.endswith(ext):
-            return os.path.join(folder, f".{name[: -len(ext)]}.tmp-{os.getpid()}{ext}")
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[str]:
-    """Yields a temporary sibling of ``path`` to write; renamed onto ``path`` on success, removed on error."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
-        handle.write(text)
-
-
-def write_json(path: str | os.PathLike, data: Any, trailing_newline: bool = False) -> None:
-    write_text(path, json.dumps(data, indent=2, default=str) + ("\n" if trailing_newline else ""))
-
-
-def write_tsv(frame, path: str | os.PathLike, **to_csv) -> None:
-    """A pandas table as TSV (``na_rep`` 'n/a' unless given)."""
-    with atomic_output(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False, **{"na_rep": "n/a", **to_csv})
-
-
-def save_torch(data: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` (plain tensors and data only, so readers load it with ``weights_only=True``)."""
-    import torch
-
-    with atomic_output(path) as tmp:
-        torch.save(data, tmp)

@@ -1,4 +1,4 @@
-# Baselines of Tables 5-7 (training): the voxel-space DAE and the supervised encoder (src/ldae/training/baselines.py).
+# Baselines of Tables 5-7 (training): the voxel-space DAE and the supervised encoder (src/ldae/training/{dae,supervised}.py).
 # Both reuse the LDAE's semantic encoder section (ldae.encoder) with their own overrides; each rule's params come
 # from its own section (dae / supervised) plus that encoder section (train_dae also `ddim`: its validation sampler),
 # so `--config dae=...` reruns only the DAE.

@@ -22,7 +22,7 @@ class TableError(ValueError):
 
 def write_tsv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a TSV through a temporary file in the same folder, so readers never see half a table."""
-    from ldae.verbs import write_tsv
+    from ldae.files import write_tsv
 
     write_tsv(frame, path)
 

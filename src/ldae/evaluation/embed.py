@@ -22,7 +22,7 @@ import torch
 from ldae import verbs
 from ldae.data.images import image_reader, records_of
 from ldae.models import io
-from ldae.verbs import atomic_output
+from ldae.files import atomic_output
 
 __all__ = ["Embeddings", "iterate_batches", "compute_embeddings", "save_embeddings", "load_embeddings"]
 

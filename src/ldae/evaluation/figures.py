@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ldae.verbs import atomic_output  # noqa: E402
+from ldae.files import atomic_output  # noqa: E402
 
 __all__ = ["placeholder_figure", "mid_slices", "intensity_window", "figure5_lda", "lda_projection",
            "figure8_interpolation", "manipulation_montage", "reconstruction_examples"]

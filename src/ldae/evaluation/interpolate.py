@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldae import verbs
+from ldae import files, verbs
 from ldae.data.tables import sessions_with_splits
 from ldae.diffusion import alpha_from_months, lerp, slerp
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"no test subject with >= {cfg['min_visits']} visits: nothing to interpolate"
         empty = pd.DataFrame([{"stratum": "all", "level": "all", "n": 0}])
         write_table(empty, args.table, notes=[message], paper=pd.DataFrame(FIGURE8))
-        verbs.write_tsv(triplets, args.triplets, na_rep="")
+        files.write_tsv(triplets, args.triplets, na_rep="")
         from .figures import placeholder_figure
 
         placeholder_figure(args.figure, f"Figure 8: {message}")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     interval_cols = ["ssim", "mse", "nearest_ssim", "nearest_mse", "ssim_gain"]
     write_table(table, args.table, notes=notes, paper=pd.DataFrame(FIGURE8),
                 md_columns=["stratum", "level", "n", *interval_cols], intervals=interval_cols)
-    verbs.write_tsv(results, args.triplets, na_rep="")
+    files.write_tsv(results, args.triplets, na_rep="")
     figure8_interpolation(results, example, args.figure)
     print(table.to_string(index=False))
     return 0

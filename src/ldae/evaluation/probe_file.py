@@ -23,7 +23,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from ldae.models.official_encoder import PROBE_FORMAT, probe_from_official
-from ldae.verbs import save_torch
+from ldae.files import atomic_output
 
 from .probes import LinearProbe
 
@@ -90,7 +90,8 @@ def probe_from_state(state: Mapping[str, Any], source: str = "probe state",
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str = "CN", origin: str = "") -> None:
-    save_torch(probe_state(probe, positive_class, origin), path)
+    with atomic_output(path) as tmp:
+        torch.save(probe_state(probe, positive_class, origin), tmp)
 
 
 def load_probe(path: str | os.PathLike, positive_class: str | None = None) -> LinearProbe:
@@ -112,5 +113,6 @@ def write_official_probe(classifier: str | os.PathLike, mean: str | os.PathLike,
                                 read_tensor_file(mean, "the authors' y_sem z-score mean (semantic_mean.pt)"),
                                 read_tensor_file(std, "the authors' y_sem z-score std (semantic_std.pt)"),
                                 os.fspath(classifier))
-    save_torch(state, out)
+    with atomic_output(out) as tmp:
+        torch.save(state, tmp)
     return probe_from_state(state, os.fspath(out))

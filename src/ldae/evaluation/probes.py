@@ -30,7 +30,7 @@ import torch
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
-from ldae import verbs
+from ldae import files, verbs
 
 from .bootstrap import BootstrapSettings, bootstrap_settings, weighted_intervals
 
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols],
                 intervals=metric_cols)
-    verbs.write_tsv(history, args.history, na_rep="")
+    files.write_tsv(history, args.history, na_rep="")
     panels = {}
     train = ((table.split == "train") & (table.probe_split == "probe_train")).to_numpy()
     test = (table.split == "test").to_numpy()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldae import verbs
+from ldae import files, verbs
 from ldae.data.images import image_reader, records_of
 from ldae.models import io
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         message = "no test session passed preprocessing QC: nothing to reconstruct"
         write_table(pd.DataFrame([{"Model": "n/a", "n": 0}]), args.table, notes=[message],
                     paper=pd.DataFrame(TABLE6))
-        verbs.write_tsv(pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]),
+        files.write_tsv(pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]),
                         args.per_session)
         placeholder_figure(args.figure, message)
         print(message)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["Model", "Encoding", "Code size", "T", "SSIM", "LPIPS", "MSE"]
     write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6),
                 intervals=["SSIM", "LPIPS", "MSE"])
-    verbs.write_tsv(per, args.per_session)
+    files.write_tsv(per, args.per_session)
     if examples:
         reconstruction_examples(examples, args.figure)
     print(summary[cols].to_string(index=False))

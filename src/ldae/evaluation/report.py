@@ -13,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ldae.verbs import write_text
+from ldae.files import write_text
 
 from .paper import claims_report
 from .tables import read_table

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ldae.data.tables import write_tsv_atomic
-from ldae.verbs import write_text
+from ldae.files import write_text
 
 __all__ = ["format_value", "markdown_table", "write_table", "read_table", "with_intervals", "TABLE_FILES",
            "CI_LOW", "CI_HIGH"]

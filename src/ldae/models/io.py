@@ -38,7 +38,7 @@ import torch.nn as nn
 import yaml
 
 from ldae.diffusion import DDIMSettings
-from ldae.verbs import save_torch, write_text
+from ldae.files import atomic_output, write_text
 
 from .pipelines import DAEPipeline, EncoderPipeline, LDAEPipeline
 
@@ -93,7 +93,8 @@ def stage_section(cfg: str | os.PathLike | Mapping[str, Any], stage: str | None 
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], folder: str | os.PathLike) -> None:
     """``weights.pt``: plain tensors only, so downstream rules load them with ``weights_only=True``."""
-    save_torch({key: value.detach().cpu() for key, value in state_dict.items()}, weights_file(folder))
+    with atomic_output(weights_file(folder)) as tmp:
+        torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, tmp)
 
 
 def save_config(config: Mapping[str, Any], folder: str | os.PathLike) -> None:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from ldae import verbs
+from ldae import files, verbs
 from ldae.preprocess import naming
 
 # what each preprocessing step does, long (Description) and short (Name)
@@ -92,10 +92,10 @@ def write_description(root: str, source: str, container: str = "", parameters: d
     """Write dataset_description.json (and .bidsignore) of the derivatives under `root`."""
     os.makedirs(root, exist_ok=True)
     path = naming.description_file(root)
-    verbs.write_json(path, dataset_description(source, container, parameters), trailing_newline=True)
+    files.write_json(path, dataset_description(source, container, parameters), trailing_newline=True)
     # QC pictures and table are not BIDS files; spatial transforms (fMRIPrep's from-/to-/mode- xfm convention,
     # BEP014) are not in the BIDS specification yet
-    verbs.write_text(os.path.join(root, ".bidsignore"), "figures\n*/figures\nqc.tsv\n*_xfm.mat\n*_xfm.h5\n")
+    files.write_text(os.path.join(root, ".bidsignore"), "figures\n*/figures\nqc.tsv\n*_xfm.mat\n*_xfm.h5\n")
     return path
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 
-from ldae import verbs
+from ldae import files, verbs
 from ldae.preprocess.description import runtime_container, steps_text, tool_versions
 
 log = logging.getLogger("ldae.preprocess")
@@ -123,7 +123,7 @@ def preprocess_session(
         if record.get("current_step") != "write":
             record["reason"] = _step_error(record.get("current_step", "preprocess"), error)
         else:  # the disk, not the scan: fail the job (Snakemake reruns it), leaving nothing behind
-            _remove(written + [verbs.temp_name(p) for p in paths.outputs_on_pass().values()])
+            _remove(written + [files.temp_name(p) for p in paths.outputs_on_pass().values()])
             _remove(paths.outputs_on_pass().values())
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -136,11 +136,11 @@ def preprocess_session(
         shutil.rmtree(scratch, ignore_errors=True)
         record.pop("current_step", None)
     if record["status"] != "pass":
-        _remove(written + [verbs.temp_name(p) for p in paths.outputs_on_pass().values()])
+        _remove(written + [files.temp_name(p) for p in paths.outputs_on_pass().values()])
         _remove(paths.outputs_on_pass().values())
         record["outputs"] = {}
     record["seconds"] = round(time.perf_counter() - start, 2)
-    verbs.write_json(paths.qc_json, record, trailing_newline=True)
+    files.write_json(paths.qc_json, record, trailing_newline=True)
     return record
 
 
@@ -255,7 +255,7 @@ def _write_outputs(result: dict, paths, root: str, cfg: dict, record: dict, writ
     record["outputs"] = {"image": rel.image, "mask": rel.mask, "transform": rel.transform, "sidecar": rel.sidecar, "qc_png": rel.qc_png}
     for folder in {os.path.dirname(p) for p in (paths.image, paths.qc_png)}:
         os.makedirs(folder, exist_ok=True)
-    staged = {key: verbs.temp_name(path) for key, path in paths.outputs_on_pass().items()}
+    staged = {key: files.temp_name(path) for key, path in paths.outputs_on_pass().items()}
     written.extend(staged.values())
     ants.image_write(result["image"], staged["image"])
     ants.image_write(result["mask"].clone("unsigned char"), staged["mask"])

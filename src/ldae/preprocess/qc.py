@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 
-from ldae import verbs
+from ldae import files
 
 QC_COLUMNS = [
     "participant_id",
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ldae preproc-qc: {len(missing)} QC records missing, e.g. {missing[0]}", file=sys.stderr)
         return 1
     table = pd.DataFrame(rows, columns=QC_COLUMNS)
-    verbs.write_tsv(table, args.out, na_rep="", float_format="%.4f")
+    files.write_tsv(table, args.out, na_rep="", float_format="%.4f")
     line = summary_line(rows)
     if args.montage:
         montage(table, args.derivatives, args.montage, line, args.montage_count)
@@ -192,6 +192,6 @@ def montage(table, root: str, path: str, title: str, count: int = 12) -> None:
         axes[0, 0].text(0.5, 0.5, "no session passed", ha="center", va="center")
     fig.suptitle(f"{title}\nleast similar to the template first", fontsize=9)
     fig.tight_layout()
-    with verbs.atomic_output(path) as tmp:
+    with files.atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import torch
 
 from ldae import verbs
-from ldae.verbs import atomic_output
+from ldae.files import atomic_output
 
 log = logging.getLogger("ldae.training")
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ldae import verbs
+from ldae import files, verbs
 from ldae.models import io
 from ldae.training import common
 
@@ -97,7 +97,7 @@ def prepare_run_dir(run_dir: Path, stamp: Mapping[str, Any]) -> bool:
             path.unlink()
         has_state = False
     run_dir.mkdir(parents=True, exist_ok=True)
-    verbs.write_text(state_file, json.dumps(dict(stamp), indent=2))
+    files.write_text(state_file, json.dumps(dict(stamp), indent=2))
     return has_state
 
 
