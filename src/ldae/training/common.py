@@ -4,8 +4,8 @@ A run folder holds everything of one stage:
     <run>/config.yaml          the resolved stage config it was trained with
     <run>/checkpoints/last.ckpt  written every `checkpoint_every_n_steps` and at the end (resume point)
     <run>/checkpoints/best.ckpt  best validation metric (stages with model selection)
-    <run>/metrics.csv          CSV log (TensorBoard too, when installed)
-    <run>/weights.pt           plain state dict of the model that downstream rules load (weights_only)
+    <run>/logs/metrics.csv     CSV log (TensorBoard too, when installed)
+The published model folder (weights.pt, ...) is :func:`ldae.training.stage.fit_and_publish`'s (ldae.models.io).
 A restarted rule (SLURM timeout, requeue, crash) resumes from the newest of last.ckpt and Lightning's
 hpc_ckpt_*.ckpt with the optimizer, scheduler, EMA and loop state, so no step is trained twice.
 """
