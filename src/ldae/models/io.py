@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ import yaml
 from ldae.diffusion import DDIMSettings
 from ldae.files import atomic_output, write_text
 
+from .ldm_unet import build_ldm_unet
 from .pipelines import DAEPipeline, EncoderPipeline, LDAEPipeline
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "read_config", "stage_section", "save_weights", "save_config", "publish",
     "load_autoencoder", "load_ldm", "load_schedule", "load_ldae", "load_scale_factor", "ldae_state_dicts",
     "load_ldae_pipeline", "load_pipeline", "load_dae", "load_supervised",
+    "load_frozen_unet", "load_unet_state_dict", "extract_state_dict",
     "LDAEPipeline", "DAEPipeline", "EncoderPipeline", "read_tensor_file", "load_official_encoder",
 ]
 
@@ -136,8 +139,6 @@ def _under(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
 
 
 def _strict_load(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
-    from .gradient_estimator import load_unet_state_dict
-
     load_unet_state_dict(model, dict(sd), source, "the config.yaml next to it")
 
 
@@ -169,8 +170,6 @@ def load_ldm(folder: str | os.PathLike, device: str | torch.device = "cpu"):
 
     ``unet(x_t, timesteps=t) -> eps``, on scaled latents. A missing file or an architecture mismatch raises.
     """
-    from .ldm_unet import build_ldm_unet
-
     unet = build_ldm_unet(_ldm_network(folder))
     _strict_load(unet, _weights(folder, "stage-2 LDM"), str(weights_file(folder)))
     return _frozen(unet, device)
@@ -220,7 +219,7 @@ def load_ldae(folder: str | os.PathLike, ldm: str | os.PathLike, device: str | t
     ``folder``: the LDAE's (encoder + branch; the frozen LDM is not stored twice), ``ldm``: the stage-2 folder (hard
     error if absent or not the architecture recorded in the LDAE config).
     """
-    from .gradient_estimator import GradientEstimator, load_frozen_unet
+    from .gradient_estimator import GradientEstimator
 
     data = read_config(folder)
     section = stage_section(data, "ldae")
@@ -291,6 +290,91 @@ def load_supervised(folder: str | os.PathLike, device: str | torch.device = "cpu
     model = supervised_for_config(data["encoder"], pretrained=False)
     model.load_state_dict(_under(_weights(folder, f"supervised encoder ({data['task']})"), "model."), strict=True)
     return _frozen(model, device)
+
+
+# ------------------------------------------------------------- the stage-2 checkpoint (never silently random)
+_CKPT_KEY = "ldae.ldm_checkpoint"
+_CONTAINER_KEYS = ("ema_state_dict", "ema", "state_dict", "model_state_dict", "model")
+_PREFIXES = ("", "model.", "module.", "unet.", "ema_model.", "ema.module.", "ema.", "_orig_mod.")
+
+
+def extract_state_dict(obj: Any, state_key: str | None = None) -> dict[str, torch.Tensor]:
+    """Find the tensor state dict inside a loaded checkpoint (plain, or under ``state_key`` / a usual container)."""
+    if state_key is not None:
+        if not isinstance(obj, Mapping) or state_key not in obj:
+            raise KeyError(f"checkpoint has no entry {state_key!r}")
+        obj = obj[state_key]
+    elif isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for k in _CONTAINER_KEYS:
+            if k in obj and isinstance(obj[k], Mapping):
+                obj = obj[k]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError("no tensor state dict found in checkpoint")
+    return dict(obj)
+
+
+def _match_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    best, best_hits = sd, -1
+    for p in _PREFIXES:
+        cand = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} if p else sd
+        hits = len(expected & cand.keys())
+        if hits > best_hits:
+            best, best_hits = cand, hits
+    return best
+
+
+def load_unet_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, config_key: str) -> None:
+    """Strictly load ``sd`` into ``model`` (common prefixes stripped) or raise ValueError naming file and key."""
+    own = model.state_dict()
+    sd = _match_prefix(sd, set(own))
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or bad_shape:
+        def few(xs: list[str]) -> str:
+            return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if bad_shape:
+            parts.append("shape mismatches: " + few([f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+                                                     for k in bad_shape]))
+        raise ValueError(
+            f"checkpoint {source} (config key {config_key}) does not match the network built from the config: "
+            + "; ".join(parts)
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def load_frozen_unet(
+    cfg: Mapping[str, Any] | None, ckpt_path: str | os.PathLike | None, state_key: str | None = None
+) -> nn.Module:
+    """Build the LDM U-Net from the ``ldm`` config section and load the stage-2 weights from ``ckpt_path``.
+
+    Raises ``ValueError`` if no path is configured or the checkpoint does not match the architecture, and
+    ``FileNotFoundError`` if the file is absent - a frozen, randomly initialised LDM would silently train nonsense
+    (a fault of the authors' code). The checkpoint is a ``torch.save`` d state dict, or a dict holding one under
+    ``ema_state_dict``/``ema``/``state_dict``/``model_state_dict``/``model`` (or ``state_key``); it is read with
+    ``weights_only=True``. The returned U-Net is frozen and in eval mode.
+    """
+    if ckpt_path is None or str(ckpt_path).strip() == "":
+        raise ValueError(f"no stage-2 LDM checkpoint configured: set {_CKPT_KEY} to the trained LDM weights")
+    path = os.fspath(ckpt_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"stage-2 LDM checkpoint {path!r} (config key {_CKPT_KEY}) does not exist")
+    unet = build_ldm_unet(cfg)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        sd = extract_state_dict(obj, state_key)
+    except (KeyError, ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise ValueError(f"cannot read a U-Net state dict from {path!r} (config key {_CKPT_KEY}): {e}") from e
+    load_unet_state_dict(unet, sd, repr(path), _CKPT_KEY)
+    unet.requires_grad_(False)
+    unet.eval()
+    return unet
 
 
 # ------------------------------------------------------------------------------ the authors' released weights

@@ -152,8 +152,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
 def build_module(cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0,
                  ddim=None):
     """The stage-3 module; the stage-2 U-Net comes from ``ldm_weights`` (hard error if absent or mismatching)."""
-    from ldae.models import load_frozen_unet
-    from ldae.models.io import load_schedule, stage_section
+    from ldae.models.io import load_frozen_unet, load_schedule, stage_section
 
     ldm_section = stage_section(ldm_config, "ldm")
     unet = load_frozen_unet(ldm_section["network"], ldm_weights)
