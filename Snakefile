@@ -1,5 +1,5 @@
 # LDAE: Latent Diffusion Autoencoders (Lozupone et al., 2025) from raw ADNI downloads to one report.
-# The whole chain: workflow/rules/{data,preprocess,train,evaluate}.smk; paths and targets: common.smk.
+# The whole chain: workflow/rules/{data,preprocess,train,baselines,evaluate}.smk; paths and targets: common.smk.
 import os
 import sys
 
@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/baselines.smk"
 
 
 if PRETRAINED:

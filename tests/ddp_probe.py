@@ -87,7 +87,7 @@ class Probe(pl.Callback):
 
 
 def main() -> int:
-    build_trainer, publish = common.build_trainer, stage.publish
+    build_trainer, publish = common.build_trainer, stage.publish_run
 
     def probed_trainer(*args, callbacks=(), **kwargs):
         return build_trainer(*args, callbacks=[*callbacks, Probe()], **kwargs)
@@ -97,7 +97,7 @@ def main() -> int:
         write()
         return publish(*args, **kwargs)
 
-    common.build_trainer, stage.publish = probed_trainer, probed_publish
+    common.build_trainer, stage.publish_run = probed_trainer, probed_publish
     code = cli.main(sys.argv[1:])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     RECORD["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)

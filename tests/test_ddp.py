@@ -81,9 +81,7 @@ def models(root: Path) -> Path:
 def ldae_argv(root: Path, out: Path, run: Path) -> list:
     m = models(root)
     return ["train-ldae", *cohort_args(root), "--config", json.dumps(stage_config("ldae")), "--latents",
-            m / "latents", "--ldm-weights", m / "ldm/weights.pt", "--ldm-config", m / "ldm/config.yaml",
-            "--autoencoder-weights", m / "autoencoder/weights.pt", "--autoencoder-config",
-            m / "autoencoder/config.yaml", "--out-dir", out, "--run-dir", run]
+            m / "latents", "--ldm", m / "ldm", "--autoencoder", m / "autoencoder", "--out-dir", out, "--run-dir", run]
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +95,7 @@ def runs(ci_cohort):
         "train-autoencoder", *cohort_args(root), "--config", json.dumps(stage_config("autoencoder")),
         "--out-dir", m / "autoencoder", "--run-dir", root / "run/autoencoder"])
     assert cli.main(["encode-latents", *cohort_args(root), "--config", json.dumps({"num_workers": 0}),
-                     "--autoencoder-weights", str(m / "autoencoder/weights.pt"), "--autoencoder-config",
-                     str(m / "autoencoder/config.yaml"), "--out-dir", str(m / "latents"), "--devices", "0"]) == 0
+                     "--autoencoder", str(m / "autoencoder"), "--out-dir", str(m / "latents"), "--devices", "0"]) == 0
     for name, processes in (("ldm", PROCESSES), ("ldm_1process", 1)):
         out[name] = run_verb(root, name, [
             "train-ldm", "--latents", m / "latents", "--config", json.dumps(stage_config("ldm", processes)),
@@ -254,6 +251,7 @@ def _toy_fit(run_dir: Path, kill_at: int = 0):
     stops (exception, no final checkpoint) at the first batch after step ``kill_at``."""
     import lightning.pytorch as pl
 
+    from ldae import verbs
     from ldae.training import common, stage
 
     class Toy(stage.StepSeeding, pl.LightningModule):
@@ -283,8 +281,9 @@ def _toy_fit(run_dir: Path, kill_at: int = 0):
 
     pl.seed_everything(0)
     module = Toy()
-    settings = common.train_settings({"max_epochs": 3, "batch_size": 3, "num_workers": 0,
-                                      "checkpoint_every_n_steps": 7, "log_every_n_steps": 1})
+    settings = common.train_settings({**verbs.schema_defaults("ldm.train"), "max_epochs": 3, "batch_size": 3,
+                                      "accumulate_grad_batches": 1, "num_workers": 0, "checkpoint_every_n_steps": 7,
+                                      "val_every_n_epochs": 1, "log_every_n_steps": 1})
     trainer = common.build_trainer(settings, run_dir, ema_decay=0.9, enable_progress_bar=False,
                                    callbacks=[stage.SaveLastAtEnd(run_dir), Kill()])
     try:

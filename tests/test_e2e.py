@@ -75,18 +75,17 @@ def test_every_rule_ran_logged_and_benchmarked(run):
 
 def test_every_paper_table_and_figure(run):
     out, _ = run
-    tables = out / "results" / "tables"
-    for stem in ("table5_efficiency", "table6_reconstruction", "table7_linear_probes", "figure8_interpolation",
-                 "figure67_manipulation"):
-        table = pd.read_csv(tables / f"{stem}.tsv", sep="\t")
+    from ldae import outputs
+
+    for stem in outputs.TABLES:
+        table = pd.read_csv(outputs.table(out, stem), sep="\t")
         assert len(table) > 0, stem
-        assert (tables / f"{stem}.md").read_text().strip(), stem
-    for name in ("figure5_lda", "figure6_manipulation_cn", "figure7_manipulation_ad", "figure8_interpolation",
-                 "table6_examples"):
-        assert (out / "results" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
-    probes = pd.read_csv(tables / "table7_linear_probes.tsv", sep="\t")
+        assert Path(outputs.table(out, stem, "md")).read_text().strip(), stem
+    for name in outputs.FIGURES:
+        assert Path(outputs.figure(out, name)).read_bytes()[:4] == b"\x89PNG", name
+    probes = pd.read_csv(outputs.table(out, outputs.TABLE7), sep="\t")
     assert {"LDAE", "DAE"} <= set(probes.iloc[:, 0]), probes
-    readme = (out / "results" / "README.md").read_text()
+    readme = Path(outputs.results_readme(out)).read_text()
     assert "Table 7" in readme and "Table 6" in readme and "Table 5" in readme
 
 

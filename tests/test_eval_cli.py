@@ -101,9 +101,9 @@ def cohort(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def transforms(monkeypatch):
-    import ldae.training.stage as stage
+    import ldae.data.images as images
 
-    monkeypatch.setattr(stage, "build_image_transform", simple_transform)
+    monkeypatch.setattr(images, "build_transforms", simple_transform)
 
 
 def run(verb, *args):
@@ -123,10 +123,10 @@ def ldae_args(root):
 @pytest.fixture(scope="module")
 def trained(cohort):
     root = cohort
-    import ldae.training.stage as stage
+    import ldae.data.images as images
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stage, "build_image_transform", simple_transform)
+        mp.setattr(images, "build_transforms", simple_transform)
         dae_cfg = {"network": {k: v for k, v in TINY_DAE.items() if k != "y_dim"}, "shape": [8, 8, 8],
                    "val_ddim_steps": 2, "cache": "none", "train": TRAIN}
         run("train-dae", "--out-dir", root / "models/dae", *data_args(root), "--config", json.dumps(dae_cfg),
@@ -139,18 +139,17 @@ def trained(cohort):
 
 
 def test_baselines_trained_and_loadable(trained):
-    from ldae.training.baselines import load_dae, load_supervised
+    from ldae.models.io import load_dae, load_supervised
 
     m = trained / "models"
     for name in ("dae", "supervised_ad", "supervised_age"):
         assert {"weights.pt", "config.yaml", "summary.json", "metrics.csv"} <= {p.name for p in (m / name).iterdir()}
-    dae = load_dae(m / "dae/weights.pt", m / "dae/config.yaml")
+    dae = load_dae(m / "dae")
     assert dae.shape == (8, 8, 8) and not any(p.requires_grad for p in dae.dae.parameters())
     # the validation sampler's settings (--ddim) are recorded and reused; an evaluation rule passes its own
     assert yaml.safe_load((m / "dae/config.yaml").read_text())["ddim"] == {"clip_x0": [-1.0, 1.0], "grid": "exact"}
-    assert dae.ddim.grid == "exact" and load_dae(m / "dae/weights.pt", m / "dae/config.yaml",
-                                                 ddim={"clip_x0": None}).ddim.clip_x0 is None
-    sup = load_supervised(m / "supervised_age/weights.pt", m / "supervised_age/config.yaml")
+    assert dae.ddim.grid == "exact" and load_dae(m / "dae", ddim={"clip_x0": None}).ddim.clip_x0 is None
+    sup = load_supervised(m / "supervised_age")
     summary = json.loads((m / "supervised_age/summary.json").read_text())
     assert summary["target"]["mean"] > 60  # age z-scored with probe_train statistics, recorded
     cfg = yaml.safe_load((m / "supervised_age/config.yaml").read_text())
@@ -261,10 +260,10 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
         "--volumes", res / "vol")
     assert "no AD-vs-CN probe direction" in (res / "m.md").read_text() and (res / "f6.png").is_file()
     # a supervised AD model without both classes in probe_train: published untrained, never a crash
-    import ldae.training.stage as stage
+    import ldae.data.images as images
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stage, "build_image_transform", simple_transform)
+        mp.setattr(images, "build_transforms", simple_transform)
         run("train-supervised", "--task", "ad", "--out-dir", tmp_path / "sup", "--qc", root / "derivatives/qc.tsv",
             *small, "--config", json.dumps({"cache": "none", "train": TRAIN}), "--encoder", json.dumps(ENCODER_SECTION))
     summary = json.loads((tmp_path / "sup/summary.json").read_text())

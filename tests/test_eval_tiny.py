@@ -12,7 +12,8 @@ torch.set_num_threads(1)
 
 from ldae.diffusion import DiffusionSchedule  # noqa: E402
 from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings  # noqa: E402
-from ldae.models.pipelines import DAEPipeline, LDAEPipeline, count_params, seeded_noise  # noqa: E402
+from ldae.models import count_parameters  # noqa: E402
+from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise  # noqa: E402
 from ldae.evaluation.timing import efficiency_table, time_call, training_seconds  # noqa: E402
 from ldae.models import GradientEstimator, VoxelDAE, build_autoencoder, build_ldm_unet  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder  # noqa: E402
@@ -90,7 +91,7 @@ def test_ldae_pipeline_paths():
     assert torch.equal(seeded_noise((2, 3), 1), seeded_noise((2, 3), 1))
     assert ldae.reconstruct(x, 2).shape == x.shape
     # Table 5 (paper ~920M): encoder + estimator with the frozen LDM inside (counted once); the AE apart
-    assert ldae.parameter_count() == count_params(ldae.estimator, ldae.encoder)
+    assert ldae.parameter_count() == count_parameters(ldae.estimator, ldae.encoder)
     assert ldae.parameter_count() == sum(p.numel() for m in (ldae.estimator, ldae.encoder) for p in m.parameters())
     assert ldae.parameter_count() >= sum(p.numel() for p in ldae.estimator.ldm.parameters())
     assert ldae.autoencoder_parameter_count() == sum(p.numel() for p in ldae.autoencoder.parameters())
@@ -173,12 +174,12 @@ def test_timing_and_efficiency_table(tmp_path):
 
 def test_rule_json_keeps_small_numbers_numbers():
     """Rules pass config sections as json.dumps text; YAML 1.1 would read 1e-05 as the string '1e-05'."""
-    from ldae.evaluation import runtime
+    from ldae.verbs import parse_config_arg
 
-    assert runtime.parse_json('{"lr": 1e-05, "steps": [10, 20]}') == {"lr": 1e-05, "steps": [10, 20]}
-    assert runtime.parse_json("") == {} and runtime.parse_json(None) == {}
+    assert parse_config_arg('{"lr": 1e-05, "steps": [10, 20]}') == {"lr": 1e-05, "steps": [10, 20]}
+    assert parse_config_arg("") == {} and parse_config_arg(None) == {}
     with pytest.raises(ValueError):
-        runtime.parse_json("[1, 2]")
+        parse_config_arg("[1, 2]")
 
 
 def test_timing_precision_follows_training(monkeypatch):

@@ -98,10 +98,9 @@ def test_folders_have_the_training_rules_layout(imported):
 
 
 def test_imported_models_compute_what_the_authors_networks_compute(authors_files, imported):
-    ae = io.load_autoencoder(imported / "autoencoder" / "weights.pt", imported / "autoencoder" / "config.yaml")
-    ldm = io.load_ldm(imported / "ldm" / "weights.pt", imported / "ldm" / "config.yaml")
-    encoder, estimator = io.load_ldae(imported / "ldae" / "weights.pt", imported / "ldae" / "config.yaml",
-                                      imported / "ldm" / "weights.pt")
+    ae = io.load_autoencoder(imported / "autoencoder")
+    ldm = io.load_ldm(imported / "ldm")
+    encoder, estimator = io.load_ldae(imported / "ldae", imported / "ldm")
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 1, 16, 24, 16, generator=g)
     z = torch.randn(2, 3, 8, 12, 8, generator=g)
@@ -119,11 +118,10 @@ def test_imported_models_compute_what_the_authors_networks_compute(authors_files
 
 def test_readme_python_api_on_the_imported_folder(imported):
     """README "Python API": the same calls, on the imported models folder."""
-    from ldae.evaluation.runtime import load_ldae_pipeline
     from ldae.models.pipelines import LDAEPipeline
 
     pipe = io.load_pipeline(imported)
-    assert isinstance(pipe, LDAEPipeline) and load_ldae_pipeline is io.load_ldae_pipeline
+    assert isinstance(pipe, LDAEPipeline) and io.LDAEPipeline is LDAEPipeline
     assert pipe.ddim.as_config() == {"clip_x0": [-1.0, 1.0], "grid": "authors"}  # recorded by the import
     image = torch.rand(1, 1, 16, 24, 16, generator=torch.Generator().manual_seed(1))
     y = pipe.semantic(image)

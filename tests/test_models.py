@@ -27,9 +27,9 @@ from ldae.models import (  # noqa: E402
     count_parameters,
     encode_mean,
     latent_scale_factor,
-    load_frozen_unet,
     load_pretrained_autoencoder,
 )
+from ldae.models.io import load_frozen_unet  # noqa: E402
 from ldae.models.ldm_unet import AdaGNResnetBlock, resample_factors, set_resample_axes  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder, rgb_to_single_channel_conv  # noqa: E402
 

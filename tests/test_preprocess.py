@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ldae.preprocess import n4, naming, phantom, pipeline, qc, register, scan, skullstrip, templates
+from ldae.preprocess import description, n4, naming, phantom, pipeline, qc, register, scan, skullstrip, templates
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXEL = 3.0
@@ -120,7 +120,7 @@ def test_space_label_follows_template():
 
 def test_dataset_description(tmp_path):
     out = tmp_path / "derivatives" / "ldae-preproc" / "dataset_description.json"
-    code = naming.main(["--out", str(out), "--source", str(tmp_path / "bids"), "--container", "oras://x/ants:1",
+    code = description.main(["--out", str(out), "--source", str(tmp_path / "bids"), "--container", "oras://x/ants:1",
                         "--config-json", json.dumps({"steps": ["n4", "skullstrip", "register"]})])
     assert code == 0
     d = json.loads(out.read_text())
@@ -132,6 +132,22 @@ def test_dataset_description(tmp_path):
     assert d["ToolVersions"]["antspyx"] != "absent"
     assert (out.parent / ".bidsignore").read_text().split() == ["figures", "*/figures", "qc.tsv", "*_xfm.mat",
                                                                 "*_xfm.h5"]
+    # the steps in the configured order (not a fixed sentence)
+    assert d["Name"] == f"LDAE preprocessed T1w (N4 -> skull strip -> {templates.DEFAULT_SPACE} registration)"
+    assert generated["Description"].startswith("N4 bias field correction, then skull stripping, then registration")
+
+
+def test_dataset_description_follows_the_step_order_and_names_no_machine_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("APPTAINER_CONTAINER", str(tmp_path / "images" / "ants.sif"))
+    d = description.dataset_description("../../bids", parameters={"steps": ["n4", "register", "skullstrip"]})
+    assert d["Name"] == f"LDAE preprocessed T1w (N4 -> {templates.DEFAULT_SPACE} registration -> skull strip)"
+    assert d["GeneratedBy"][0]["Description"].startswith(
+        f"N4 bias field correction, then registration to the {templates.DEFAULT_SPACE} template, then skull")
+    assert d["GeneratedBy"][0]["Container"] == {"Type": "apptainer", "URI": "ants.sif"}
+    monkeypatch.delenv("APPTAINER_CONTAINER")
+    monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
+    assert not os.path.isabs(description.runtime_container()["Environment"])
+    assert str(tmp_path) not in json.dumps(d)
 
 
 # ---- config ------------------------------------------------------------------------------------------------
@@ -144,7 +160,7 @@ def _schema_defaults(node):
 def test_schema_config_and_defaults_agree():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     section = schema["properties"]["preprocess"]
-    assert _schema_defaults(section) == pipeline.DEFAULTS
+    assert _schema_defaults(section) == pipeline.resolve_config({})
 
     def described(node, where):
         for key, sub in node.get("properties", {}).items():
@@ -156,7 +172,7 @@ def test_schema_config_and_defaults_agree():
     described(section, "preprocess")
     described(schema["properties"]["images"], "images")
     shipped = yaml.safe_load((ROOT / "config.yaml").read_text())["preprocess"]
-    assert pipeline.resolve_config(shipped) == pipeline.DEFAULTS
+    assert pipeline.resolve_config(shipped) == pipeline.resolve_config({})
 
 
 def test_config_errors():
@@ -261,7 +277,7 @@ def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     record, passed_root = passed
     root = tmp_path / "ldae-preproc"  # a copy: other tests list what the shared run left
     shutil.copytree(passed_root, root)
-    naming.write_description(str(root), "../../bids")
+    description.write_description(str(root), "../../bids")
     validator = Path(sys.executable).with_name("bids-validator-deno")
     result = subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True, text=True,
                             timeout=300)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ldae.models import count_parameters
+from ldae import verbs
 from ldae.training import autoencoder as A
 from ldae.training import common, stage
 
@@ -27,7 +28,7 @@ TINY = {
 
 def tiny_cfg(**over):
     given = {**TINY, **over}
-    return stage.resolve_config(A.DEFAULTS, given, "autoencoder")
+    return verbs.section("autoencoder", given)
 
 
 class Toy(torch.utils.data.Dataset):
@@ -53,7 +54,7 @@ def test_shapes_and_parameter_counts():
         warnings.simplefilter("ignore")
         from ldae.models import build_autoencoder, build_discriminator
 
-        paper = stage.resolve_config(A.DEFAULTS, {}, "autoencoder")
+        paper = verbs.section("autoencoder")
         n_ae = count_parameters(build_autoencoder(A.network_config(paper)))
         n_d = count_parameters(build_discriminator(A.network_config(paper)))
     assert 13.0e6 < n_ae < 15.0e6, n_ae  # paper: ~14M
@@ -62,7 +63,7 @@ def test_shapes_and_parameter_counts():
 
 def test_unknown_config_key_is_an_error():
     with pytest.raises(ValueError, match="autoencoder.loss.l2"):
-        stage.resolve_config(A.DEFAULTS, {"loss": {"l2": 1.0}}, "autoencoder")
+        verbs.section("autoencoder", {"loss": {"l2": 1.0}})
 
 
 def test_generator_and_discriminator_losses_decrease():
@@ -162,7 +163,7 @@ def record_step_grad_norms(monkeypatch):
 def test_gradient_clipping_reaches_generator_and_discriminator(tmp_path, monkeypatch, clip):
     """Manual optimisation: the module clips BOTH optimisers' gradients (Lightning does not); without clipping the
     same steps have larger norms, so the check can fail."""
-    assert A.DEFAULTS["train"]["gradient_clip_val"] == 1.0  # the authors' value, every stage
+    assert verbs.section("autoencoder")["train"]["gradient_clip_val"] == 1.0  # the authors' value, every stage
     norms = record_step_grad_norms(monkeypatch)
     cfg = tiny_cfg(loss={"adversarial": 0.1}, train={**TINY["train"], "gradient_clip_val": clip})
     fit(tmp_path / "run", 1, cfg)
@@ -177,7 +178,7 @@ def test_gradient_clipping_reaches_generator_and_discriminator(tmp_path, monkeyp
 def test_lsgan_on_raw_logits_by_default():
     logits = torch.full((1, 1, 2, 2, 2), -2.0)
     module, _, _ = A.build_module(tiny_cfg())
-    assert A.DEFAULTS["adversarial_activation"] == "none" and module.adv_loss.activation is None
+    assert verbs.section("autoencoder")["adversarial_activation"] == "none" and module.adv_loss.activation is None
     raw = module.adv_loss(logits, target_is_real=True, for_discriminator=True)
     assert float(raw) == pytest.approx(9.0)  # (-2 - 1)^2: plain least squares on the logits (authors' code)
     leaky, _, _ = A.build_module(tiny_cfg(adversarial_activation="leaky_relu"))

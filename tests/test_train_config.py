@@ -12,15 +12,11 @@ import yaml
 from snakemake.utils import validate
 
 from ldae.diffusion import DDIM_DEFAULTS, DDIMSettings
-from ldae.training import autoencoder as A
-from ldae.training import latents as LT
-from ldae.training import ldae as D
-from ldae.training import ldm as L
-from ldae.training import stage
+from ldae import verbs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-STAGES = {"autoencoder": A, "latents": LT, "ldm": L, "ldae": D}
+STAGES = ("autoencoder", "latents", "ldm", "ldae")
 
 
 def paper():
@@ -30,11 +26,11 @@ def paper():
 @pytest.mark.parametrize("section", sorted(STAGES))
 def test_config_yaml_schema_defaults_and_code_defaults_agree(section):
     config = paper()
-    assert config[section] == STAGES[section].DEFAULTS  # config.yaml holds the paper values, as the code
+    assert config[section] == verbs.section(section)  # config.yaml holds the paper values, as the code
     bare = copy.deepcopy(config)
     del bare[section]
     validate(bare, str(SCHEMA))  # the schema fills the same defaults
-    assert bare[section] == STAGES[section].DEFAULTS
+    assert bare[section] == verbs.section(section)
 
 
 def test_ddim_section_defaults_agree_and_are_the_authors():
@@ -62,9 +58,9 @@ def test_training_defaults_are_the_authors_where_the_issue_asks():
 @pytest.mark.parametrize("overlay", ["profiles/demo/demo.yaml", "tests/configs/ci.yaml"])
 def test_demo_and_ci_overrides_resolve(overlay):
     extra = yaml.safe_load((ROOT / overlay).read_text())
-    for section, module in STAGES.items():
-        resolved = stage.resolve_config(module.DEFAULTS, extra.get(section, {}), section)
-        assert set(resolved) == set(module.DEFAULTS)
+    for section in STAGES:
+        resolved = verbs.section(section, extra.get(section, {}))
+        assert set(resolved) == set(verbs.schema_defaults(section))
     for rule in ("train_autoencoder", "encode_latents", "train_ldm", "train_ldae"):
         assert extra["resources"][rule]["gpus"] == 0  # CPU runs
 
@@ -93,5 +89,5 @@ def test_rule_json_round_trips_exactly(section):
     """The rules pass sections as JSON; numbers like 1e-07 must stay numbers (YAML 1.1 would read a string)."""
     import json
 
-    defaults = STAGES[section].DEFAULTS
-    assert stage.parse_config_arg(json.dumps(defaults, sort_keys=True)) == defaults
+    defaults = verbs.section(section)
+    assert verbs.parse_config_arg(json.dumps(defaults, sort_keys=True)) == defaults

@@ -14,6 +14,7 @@ import yaml
 from ldae.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, eps_loss, guided_eps_fn, pdae_loss
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, build_semantic_encoder
 from ldae.models import count_parameters
+from ldae import verbs
 from ldae.training import common, stage
 from ldae.training import ldae as D
 from ldae.training import ldm as L
@@ -34,7 +35,7 @@ AE_NET = {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, 
 
 
 def tiny_cfg(**over):
-    return stage.resolve_config(D.DEFAULTS, {**TINY, **over}, "ldae")
+    return verbs.section("ldae", {**TINY, **over})
 
 
 def perturbed_unet(net=LDM_NET, seed=0):
@@ -52,7 +53,7 @@ def write_ldm(tmp_path, unet, net=LDM_NET):
     weights, config = tmp_path / "ldm_weights.pt", tmp_path / "ldm_config.yaml"
     torch.save(unet.state_dict(), weights)
     config.write_text(yaml.safe_dump({
-        "stage": "ldm", "config": {"network": net, "diffusion": dict(L.DIFFUSION_DEFAULTS)},
+        "stage": "ldm", "config": {"network": net, "diffusion": verbs.section("ldm.diffusion")},
         "latents": {"shape": [3, 8, 8, 8], "scale_factor": 1.0}}))
     return weights, config
 
@@ -73,8 +74,8 @@ class Toy(torch.utils.data.Dataset):
 def test_paper_parameter_count():
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        encoder = build_semantic_encoder({**D.ENCODER_DEFAULTS, "pretrained_path": None})
-        estimator = GradientEstimator(build_ldm_unet({**L.NETWORK_DEFAULTS, "latent_channels": 3}), y_dim=768)
+        encoder = build_semantic_encoder({**verbs.section("ldae.encoder"), "pretrained_path": None})
+        estimator = GradientEstimator(build_ldm_unet({**verbs.section("ldm.network"), "latent_channels": 3}), y_dim=768)
     total = count_parameters(encoder) + count_parameters(estimator)
     assert 900e6 < total < 940e6, total  # paper: ~920M
     assert abs(count_parameters(estimator.ldm) - 486e6) < 2e6
@@ -97,10 +98,8 @@ def test_missing_or_mismatched_stage2_checkpoint_is_a_hard_error(tmp_path):
 
 def test_verb_refuses_to_start_without_stage2_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="run rule train_ldm"):
-        D.main(["--latents", str(tmp_path), "--ldm-weights", str(tmp_path / "w.pt"), "--ldm-config",
-                str(tmp_path / "c.yaml"), "--autoencoder-weights", str(tmp_path / "a.pt"), "--autoencoder-config",
-                str(tmp_path / "a.yaml"), "--qc", "q", "--sessions", "s", "--splits", "p", "--out-dir",
-                str(tmp_path / "out")])
+        D.main(["--latents", str(tmp_path), "--ldm", str(tmp_path / "ldm"), "--autoencoder", str(tmp_path / "ae"),
+                "--qc", "q", "--sessions", "s", "--splits", "p", "--out-dir", str(tmp_path / "out")])
 
 
 def test_pdae_loss_decreases_on_a_toy_batch(tmp_path):
@@ -131,7 +130,7 @@ def fit(run_dir, epochs, weights, config):
     pl.seed_everything(0)
     ae = build_autoencoder(AE_NET).eval().requires_grad_(False)
     module = D.build_module(tiny_cfg(), weights, config, autoencoder=ae, scale_factor=1.0)
-    settings = common.train_settings({**TINY["train"], "max_epochs": epochs})
+    settings = common.train_settings({**tiny_cfg()["train"], "max_epochs": epochs})
     trainer = common.build_trainer(settings, run_dir, monitor="val/ssim", ema_decay=0.9,
                                    callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False)
     trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), stage.loader(Toy(2), settings, shuffle=False),
@@ -166,8 +165,8 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     """Tiny overfit example: an LDM fitted to one latent, an LDAE fitted on it; deterministic DDIM inversion
     conditioned on y_sem followed by DDIM decoding (100 steps each) gives the latent back."""
     torch.manual_seed(0)
-    ldm = L.LDMModule(stage.resolve_config(L.DEFAULTS, {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"}, "lr": 5e-3},
-                                           "ldm"), latent_channels=3)
+    ldm = L.LDMModule(verbs.section("ldm", {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"},
+                                            "lr": 5e-3}), latent_channels=3)
     opt = ldm.configure_optimizers()
     x0, image = torch.randn(1, 3, 8, 8, 8), torch.rand(1, 1, 16, 16, 16)
     for _ in range(120):
@@ -186,7 +185,7 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
         loss.backward()
         opt.step()
     module.eval()
-    schedule = DiffusionSchedule.from_config(L.DIFFUSION_DEFAULTS)
+    schedule = DiffusionSchedule.from_config(verbs.section("ldm.diffusion"))
     with torch.no_grad():
         y = module.encoder(image)
     eps_fn = guided_eps_fn(module.estimator, y, schedule, "score")

@@ -17,8 +17,8 @@ import yaml
 from ldae.models import build_ldm_unet, count_parameters
 from ldae.models.io import load_ldm, load_schedule
 from ldae.training import ldm as L
-from ldae.training import stage
-from ldae.training.data import LatentStore
+from ldae import verbs
+from ldae.data.latents import LatentStore
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs).*")
@@ -33,7 +33,7 @@ TINY = {
 
 
 def tiny_cfg(**over):
-    return stage.resolve_config(L.DEFAULTS, {**TINY, **over}, "ldm")
+    return verbs.section("ldm", {**TINY, **over})
 
 
 def make_store(root, n=6, shape=(3, 8, 8, 8), seed=0):
@@ -49,7 +49,7 @@ def make_store(root, n=6, shape=(3, 8, 8, 8), seed=0):
 
 def test_paper_unet_parameter_count():
     with torch.device("meta"):
-        unet = build_ldm_unet({**L.DEFAULTS["network"], "latent_channels": 3})
+        unet = build_ldm_unet({**verbs.section("ldm.network"), "latent_channels": 3})
     n = count_parameters(unet)
     assert abs(n - 486e6) < 2e6, n  # paper: "LDDIM @486M"
 
@@ -112,9 +112,9 @@ def test_verb_publishes_final_ema_weights_and_resumes(tmp_path):
     ema = {k[len("unet."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
     assert all(torch.equal(weights[k], ema[k]) for k in weights)
     assert any(not torch.equal(weights[k], raw[k]) for k in weights)
-    unet = load_ldm(out / "weights.pt", out / "config.yaml")
+    unet = load_ldm(out)
     assert not any(p.requires_grad for p in unet.parameters())
-    assert load_schedule(out / "config.yaml").num_train_timesteps == 1000
+    assert load_schedule(out).num_train_timesteps == 1000
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"train/loss_step", "val/loss"} <= set(metrics.columns)
 
@@ -141,9 +141,7 @@ def test_unknown_key_in_section_is_an_error(tmp_path):
 def test_gradient_clipping_is_applied(tmp_path, monkeypatch, clip):
     """Automatic optimisation: train.gradient_clip_val (default 1.0, the authors') reaches Lightning's clipping: the
     norm Adam steps with is at most the threshold (and without clipping larger, so the check can fail)."""
-    from ldae.training import common
-
-    assert L.DEFAULTS["train"]["gradient_clip_val"] == 1.0 and common.TRAIN_DEFAULTS["gradient_clip_val"] == 1.0
+    assert verbs.section("ldm")["train"]["gradient_clip_val"] == 1.0
     norms = []
     original = torch.optim.Adam.step
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 import lightning.pytorch as pl
 
+from ldae import verbs
 from ldae.training import common
-from ldae.training.data import LatentDataset, LatentStore
+from ldae.data.latents import LatentDataset, LatentStore
 
 
 class Toy(pl.LightningModule):
@@ -38,7 +39,9 @@ def loader(n=16):  # 4 batches an epoch: checkpoints at step 4, 8 fall on epoch 
 
 
 def settings(**kw):
-    return common.train_settings({"max_epochs": 1, "checkpoint_every_n_steps": 4, "num_workers": 0, **kw})
+    return common.train_settings({**verbs.schema_defaults("ldm.train"), "max_epochs": 1, "batch_size": 1,
+                                  "accumulate_grad_batches": 1, "num_workers": 0, "checkpoint_every_n_steps": 4,
+                                  "val_every_n_epochs": 1, "log_every_n_steps": 10, **kw})
 
 
 def fit(run_dir, max_steps, ema=None):
@@ -75,15 +78,17 @@ def test_ema_weights_differ_from_raw_and_lag(tmp_path):
 
 def test_unknown_training_key_is_an_error():
     with pytest.raises(ValueError, match="max_epoch"):
-        common.train_settings({"max_epoch": 3})
+        common.train_settings({**verbs.schema_defaults("ldm.train"), "max_epoch": 3})
 
 
-def test_weights_roundtrip_and_missing_file_names_key(tmp_path):
-    common.save_weights_atomic(Toy().state_dict(), tmp_path / "w.pt")
-    state = common.load_weights(tmp_path / "w.pt", "toy", "x.y")
+def test_weights_roundtrip_and_missing_file_is_named(tmp_path):
+    from ldae.models import io
+
+    io.save_weights(Toy().state_dict(), tmp_path)
+    state = torch.load(io.weights_file(tmp_path), weights_only=True)
     assert set(state) == {"net.weight", "net.bias"}
-    with pytest.raises(FileNotFoundError, match="ldae.ldm_checkpoint"):
-        common.load_weights(tmp_path / "missing.pt", "LDM", "ldae.ldm_checkpoint")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        io.load_autoencoder(tmp_path / "missing")
     assert not list(tmp_path.glob(".*"))
 
 

@@ -74,12 +74,12 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
+    from ldae import verbs
     from ldae.diffusion import DiffusionSchedule, ddim_sample, guided_eps_fn
     from ldae.models import build_ldm_unet
     from ldae.training import autoencoder as A
     from ldae.training import ldae as D
     from ldae.training import ldm as L
-    from ldae.training import stage
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     shape = list(config["images"]["shape"])
@@ -110,9 +110,9 @@ def main(argv=None) -> int:
         results["stages"][name] = entry
         print(name, json.dumps(entry), flush=True)
 
-    ae_cfg = stage.resolve_config(A.DEFAULTS, config["autoencoder"], "autoencoder")
-    ldm_cfg = stage.resolve_config(L.DEFAULTS, config["ldm"], "ldm")
-    ldae_cfg = stage.resolve_config(D.DEFAULTS, config["ldae"], "ldae")
+    ae_cfg = verbs.section("autoencoder", config["autoencoder"])
+    ldm_cfg = verbs.section("ldm", config["ldm"])
+    ldae_cfg = verbs.section("ldae", config["ldae"])
     ae_module, _, _ = A.build_module(ae_cfg)
     ae_module.to(dev)
     latent_shape = list(ae_module.autoencoder.encode(torch.zeros(1, 1, *shape, device=dev))[0].shape[1:])

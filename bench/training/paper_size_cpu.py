@@ -49,18 +49,15 @@ from run import merged_config  # noqa: E402  (bench/training/run.py: config.yaml
 
 
 def stage_configs(config: dict) -> dict:
-    from ldae.training import autoencoder as A
+    from ldae import verbs
     from ldae.training import baselines as B
-    from ldae.training import ldae as D
-    from ldae.training import ldm as L
-    from ldae.training import stage
 
-    dae = stage.resolve_config(B.DAE_DEFAULTS, config.get("dae"), "dae")
+    dae = verbs.section("dae", config.get("dae"))
     return {
         "images": config["images"],
-        "autoencoder": stage.resolve_config(A.DEFAULTS, config["autoencoder"], "autoencoder"),
-        "ldm": stage.resolve_config(L.DEFAULTS, config["ldm"], "ldm"),
-        "ldae": stage.resolve_config(D.DEFAULTS, config["ldae"], "ldae"),
+        "autoencoder": verbs.section("autoencoder", config["autoencoder"]),
+        "ldm": verbs.section("ldm", config["ldm"]),
+        "ldae": verbs.section("ldae", config["ldae"]),
         "dae": dae,
         "dae_encoder": B.resolve_encoder(config["ldae"].get("encoder"), dae["encoder"]),
     }
@@ -221,9 +218,9 @@ def run_ldae(cfgs: dict, args) -> dict:
 
 
 def run_dae(cfgs: dict, args) -> dict:
-    from ldae.evaluation.pipelines import DAEPipeline
     from ldae.models import count_parameters
-    from ldae.training import baselines as B
+    from ldae.models.pipelines import DAEPipeline
+    from ldae.training import dae as B
     from ldae.training import stage
 
     module = stage.cpu_channels_last_(B.DAEModule(cfgs["dae"], cfgs["dae_encoder"]))

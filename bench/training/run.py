@@ -57,18 +57,17 @@ def timed(step, steps: int, warmup: int) -> dict:
 
 
 def paper_parameters() -> dict:
+    from ldae import verbs
     from ldae.models import (GradientEstimator, build_autoencoder, build_discriminator, build_ldm_unet,
                              build_semantic_encoder, count_parameters)
     from ldae.training import autoencoder as A
-    from ldae.training import ldae as D
-    from ldae.training import ldm as L
 
     with torch.device("meta"):
-        ae = build_autoencoder(A.network_config(A.DEFAULTS))
-        disc = build_discriminator(A.network_config(A.DEFAULTS))
-        unet = build_ldm_unet({**L.NETWORK_DEFAULTS, "latent_channels": 3})
-        encoder = build_semantic_encoder({**D.ENCODER_DEFAULTS, "pretrained_path": None})
-        estimator = GradientEstimator(build_ldm_unet({**L.NETWORK_DEFAULTS, "latent_channels": 3}), y_dim=768)
+        ae = build_autoencoder(A.network_config(verbs.section("autoencoder")))
+        disc = build_discriminator(A.network_config(verbs.section("autoencoder")))
+        unet = build_ldm_unet({**verbs.section("ldm.network"), "latent_channels": 3})
+        encoder = build_semantic_encoder({**verbs.section("ldae.encoder"), "pretrained_path": None})
+        estimator = GradientEstimator(build_ldm_unet({**verbs.section("ldm.network"), "latent_channels": 3}), y_dim=768)
     frozen = count_parameters(estimator.ldm)
     branch = count_parameters(estimator) - frozen
     enc = count_parameters(encoder)
@@ -91,6 +90,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    from ldae import verbs
     from ldae.diffusion import ddim_sample, guided_eps_fn
     from ldae.models import build_ldm_unet, count_parameters
     from ldae.training import autoencoder as A
@@ -100,9 +100,9 @@ def main(argv=None) -> int:
 
     config = merged_config(args.config)
     shape = list(config["images"]["shape"])
-    ae_cfg = stage.resolve_config(A.DEFAULTS, config["autoencoder"], "autoencoder")
-    ldm_cfg = stage.resolve_config(L.DEFAULTS, config["ldm"], "ldm")
-    ldae_cfg = stage.resolve_config(D.DEFAULTS, config["ldae"], "ldae")
+    ae_cfg = verbs.section("autoencoder", config["autoencoder"])
+    ldm_cfg = verbs.section("ldm", config["ldm"])
+    ldae_cfg = verbs.section("ldae", config["ldae"])
     results: dict = {
         "config": os.path.relpath(args.config, ROOT), "device": "cpu", "threads": args.threads,
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,

@@ -37,7 +37,6 @@ import yaml
 __all__ = ["import_official", "main", "OFFICIAL_SCALE_FACTOR"]
 
 OFFICIAL_SCALE_FACTOR = 0.8730  # hard-coded in the authors' code (their latents: posterior samples)
-PROBE_FILE = "probe.pt"
 
 
 def _read_state(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -79,12 +78,12 @@ def resolved_sections(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The autoencoder / ldm / ldae sections over the training verbs' defaults, exactly as training resolves them."""
     from ldae.diffusion import DDIMSettings
     from ldae.models.semantic_encoder import resolve_encoder_config
-    from ldae.training import autoencoder, ldae, ldm, stage
+    from ldae import verbs
 
     sections = {
-        "autoencoder": stage.resolve_config(autoencoder.DEFAULTS, cfg.get("autoencoder") or {}, "autoencoder"),
-        "ldm": stage.resolve_config(ldm.DEFAULTS, cfg.get("ldm") or {}, "ldm"),
-        "ldae": stage.resolve_config(ldae.DEFAULTS, cfg.get("ldae") or {}, "ldae"),
+        "autoencoder": verbs.section("autoencoder", cfg.get("autoencoder") or {}),
+        "ldm": verbs.section("ldm", cfg.get("ldm") or {}),
+        "ldae": verbs.section("ldae", cfg.get("ldae") or {}),
         "images": dict(cfg.get("images") or {}),
         "latents": dict(cfg.get("latents") or {}),
         "ddim": DDIMSettings.from_config(cfg.get("ddim")).as_config(),
@@ -149,13 +148,13 @@ def _folder_contents(name: str, sections: Mapping[str, Any], sources: Mapping[st
 
 
 def _publish(folder: Path, weights: Mapping[str, torch.Tensor], config: Mapping, summary: Mapping) -> None:
-    """weights.pt + config.yaml + summary.json written in a temporary sibling, then renamed into ``folder``."""
+    """The model folder (:func:`ldae.models.io.publish`) written in a temporary sibling, then renamed into place."""
+    from ldae.models import io
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / "weights.pt")
-        (tmp / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
-        (tmp / "summary.json").write_text(json.dumps(dict(summary), indent=2, default=str))
+        io.publish(tmp, {k: v.contiguous() for k, v in weights.items()}, config, summary)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -197,20 +196,21 @@ def _check_loads(out: Path, name: str) -> None:
 
     folder = out / name
     if name == "autoencoder":
-        io.load_autoencoder(folder / "weights.pt", folder / "config.yaml")
+        io.load_autoencoder(folder)
     elif name == "ldm":
-        io.load_ldm(folder / "weights.pt", folder / "config.yaml")
+        io.load_ldm(folder)
     else:
-        io.load_ldae(folder / "weights.pt", folder / "config.yaml", out / "ldm" / "weights.pt")
+        io.load_ldae(folder, out / "ldm")
 
 
 def _write_probe(args: argparse.Namespace, folder: Path) -> Path:
     from ldae.evaluation.probe_file import write_official_probe
+    from ldae.models import io
 
     if not (args.probe_mean and args.probe_std):
         raise SystemExit("import-official: --probe needs --probe-mean and --probe-std (semantic_mean/std.pt)")
     folder.mkdir(parents=True, exist_ok=True)
-    write_official_probe(args.probe, args.probe_mean, args.probe_std, folder / PROBE_FILE)
+    write_official_probe(args.probe, args.probe_mean, args.probe_std, io.probe_file(folder))
     return folder
 
 

@@ -1,14 +1,17 @@
 # Paths, the `ldae` command line, per-rule resources, the session table and the final targets.
-# Computation code never builds derivative paths: ldae.preprocess.naming decides those names.
+# Computation code never builds output paths: ldae.preprocess.naming names the derivatives, ldae.outputs the model
+# folders, embeddings and results (imported once, here; the rule files use the constants below).
 import json
 import os
 import sys
 
 import pandas as pd
 
-SRC = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, SRC)  # the naming module and friends, without installing the package
+SRC = os.path.join(workflow.basedir, "src")  # on sys.path since the Snakefile's first lines
 OUT = config["out_dir"]
+
+import ldae.outputs as outputs
+import ldae.preprocess.naming as naming
 
 
 # Every rule calls one verb of `python -m ldae.cli`. The package source is put on PYTHONPATH so it runs in
@@ -110,6 +113,13 @@ SESSIONS = out("tables", "sessions.tsv")
 EXCLUDED = out("tables", "excluded_sessions.tsv")
 SPLITS = out("tables", "splits.tsv")
 BIDS_VALIDATION = out("work", "bids_validation.json")
+# the preprocessing derivatives and their cohort QC table: the one way every later rule finds images
+PREPROC = out(naming.DERIVATIVES_SUBDIR)
+QC_TABLE = naming.qc_table(PREPROC)
+# the `images` section as every rule that loads scans passes it through params
+IMAGES_JSON = json.dumps(config["images"], sort_keys=True)
+# model folders: the LDAE chain and the baselines (ldae.models.io names the files inside)
+MODEL = {name: outputs.model_dir(OUT, name) for name in (*outputs.LDAE_CHAIN, *outputs.BASELINES)}
 
 
 def bids_inputs():
@@ -135,12 +145,6 @@ def sessions_flags():
     return f"{flags} --layout-json {shlex.quote(json.dumps(layout, sort_keys=True))}"
 
 
-def session_table():
-    """The session table (after the `sessions` checkpoint has run): one row per usable session."""
-    path = checkpoints.sessions.get().output.sessions
-    return pd.read_csv(path, sep="\t", dtype=str)
-
-
 # ---- the authors' weights instead of training (config `pretrained:`, workflow/rules/pretrained.smk) ----------
 def pretrained_mode():
     """True when autoencoder, encoder and decoder are all given; some but not all is a config error."""
@@ -158,7 +162,7 @@ def pretrained_mode():
 
 PRETRAINED = pretrained_mode()
 # the authors' AD-vs-CN probe, imported by rule import_official; rule manipulate then moves y_sem along it
-OFFICIAL_PROBE = out("models", "official_probe") if PRETRAINED and config["pretrained"]["probe"] else None
+OFFICIAL_PROBE = outputs.model_dir(OUT, outputs.OFFICIAL_PROBE) if PRETRAINED and config["pretrained"]["probe"] else None
 
 
 # ---- targets: each rules file adds the final outputs of its stage ----------------------------------

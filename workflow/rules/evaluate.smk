@@ -2,12 +2,9 @@
 # Every rule reads only its own sub-section of `evaluation:` (+ `images:` where it loads scans, + `ddim:` where it
 # samples or inverts), so `--config evaluation=...` reruns evaluation only. Reported numbers come from the test
 # split only.
-# The baselines' training rules (and EVAL_QC, MODELS_DIR, LDAE_ENCODER) come from baselines.smk, included here.
+# Every output path comes from ldae.outputs (written once: results_readme reads the other rules' outputs).
 import json
 import shlex
-
-
-include: "baselines.smk"
 
 
 EVAL = config["evaluation"]
@@ -19,17 +16,18 @@ EMBED_MODELS = (
     + (["supervised_ad", "supervised_age"] if "supervised" in BASELINES else [])
 )
 # the LDAE chain: model folders written by the training rules (train.smk)
-LDAE_MODELS = {name: os.path.join(MODELS_DIR, name) for name in ("autoencoder", "latents", "ldm", "ldae")}
-DAE_MODEL = [os.path.join(MODELS_DIR, "dae")] if "dae" in BASELINES else []
+LDAE_MODELS = {name: MODEL[name] for name in outputs.LDAE_CHAIN}
+DAE_MODEL = [MODEL["dae"]] if "dae" in BASELINES else []
 EMBED_INPUTS = {
     model: {
-        "qc": EVAL_QC,
+        "qc": QC_TABLE,
         "sessions": SESSIONS,
         "splits": SPLITS,
-        **(LDAE_MODELS if model == "ldae" else {"model": os.path.join(MODELS_DIR, model)}),
+        **(LDAE_MODELS if model == "ldae" else {"model": MODEL[model]}),
     }
-    for model in ("ldae", "dae", "supervised_ad", "supervised_age")
+    for model in ("ldae", *outputs.BASELINES)
 }
+
 
 
 rule embed:
@@ -37,12 +35,12 @@ rule embed:
     input:
         unpack(lambda wildcards: EMBED_INPUTS[wildcards.model]),
     output:
-        embeddings=out("embeddings", "{model}.npz"),
+        embeddings=outputs.embeddings(OUT, "{model}"),
     wildcard_constraints:
         model="ldae|dae|supervised_ad|supervised_age",
     params:
         config=json.dumps(EVAL["embed"], sort_keys=True),
-        images=EVAL_IMAGES_JSON,
+        images=IMAGES_JSON,
         models=lambda wildcards, input: (
             f"--autoencoder {input.autoencoder} --latents {input.latents} --ldm {input.ldm} --ldae {input.ldae}"
             if wildcards.model == "ldae"
@@ -72,17 +70,17 @@ rule probe:
     input:
         sessions=SESSIONS,
         splits=SPLITS,
-        embeddings=expand(out("embeddings", "{model}.npz"), model=EMBED_MODELS),
+        embeddings=expand(outputs.embeddings(OUT, "{model}"), model=EMBED_MODELS),
     output:
         table=report(
-            out("results", "tables", "table7_linear_probes.tsv"),
+            outputs.table(OUT, outputs.TABLE7),
             category="Table 7 - linear probes",
             caption="../report/table7.rst",
         ),
-        markdown=out("results", "tables", "table7_linear_probes.md"),
-        history=out("results", "probes", "history.tsv"),
+        markdown=outputs.table(OUT, outputs.TABLE7, "md"),
+        history=outputs.results(OUT, "probes", "history.tsv"),
         figure=report(
-            out("results", "figures", "figure5_lda.png"),
+            outputs.figure(OUT, outputs.FIGURE5),
             category="Figure 5 - LDA",
             caption="../report/figure5.rst",
         ),
@@ -110,20 +108,20 @@ rule reconstruct:
     """Table 6: SSIM / LPIPS / MSE of every representation at T = 10/20/50/100 on the test split."""
     input:
         **LDAE_MODELS,
-        qc=EVAL_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
         dae=DAE_MODEL,
     output:
         table=report(
-            out("results", "tables", "table6_reconstruction.tsv"),
+            outputs.table(OUT, outputs.TABLE6),
             category="Table 6 - reconstruction",
             caption="../report/table6.rst",
         ),
-        markdown=out("results", "tables", "table6_reconstruction.md"),
-        per_session=out("results", "reconstruction", "per_session.tsv"),
+        markdown=outputs.table(OUT, outputs.TABLE6, "md"),
+        per_session=outputs.results(OUT, "reconstruction", "per_session.tsv"),
         figure=report(
-            out("results", "figures", "table6_examples.png"),
+            outputs.figure(OUT, outputs.TABLE6_EXAMPLES),
             category="Table 6 - reconstruction",
             caption="../report/table6_examples.rst",
         ),
@@ -137,7 +135,7 @@ rule reconstruct:
             },
             sort_keys=True,
         ),
-        images=EVAL_IMAGES_JSON,
+        images=IMAGES_JSON,
         ddim=DDIM_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
     threads: rule_threads("reconstruct")
@@ -165,17 +163,17 @@ rule interpolate:
         **LDAE_MODELS,
         sessions=SESSIONS,
         splits=SPLITS,
-        embeddings=out("embeddings", "ldae.npz"),
+        embeddings=outputs.embeddings(OUT, "ldae"),
     output:
         table=report(
-            out("results", "tables", "figure8_interpolation.tsv"),
+            outputs.table(OUT, outputs.FIGURE8_TABLE),
             category="Figure 8 - interpolation",
             caption="../report/figure8_table.rst",
         ),
-        markdown=out("results", "tables", "figure8_interpolation.md"),
-        triplets=out("results", "interpolation", "triplets.tsv"),
+        markdown=outputs.table(OUT, outputs.FIGURE8_TABLE, "md"),
+        triplets=outputs.results(OUT, "interpolation", "triplets.tsv"),
         figure=report(
-            out("results", "figures", "figure8_interpolation.png"),
+            outputs.figure(OUT, outputs.FIGURE8),
             category="Figure 8 - interpolation",
             caption="../report/figure8.rst",
         ),
@@ -204,36 +202,36 @@ rule manipulate:
     """Figures 6/7: AD and CN test scans moved along the AD-vs-CN probe direction; NIfTI volumes."""
     input:
         **LDAE_MODELS,
-        qc=EVAL_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
-        embeddings=out("embeddings", "ldae.npz"),
+        embeddings=outputs.embeddings(OUT, "ldae"),
         official_probe=[OFFICIAL_PROBE] if OFFICIAL_PROBE else [],
     output:
         table=report(
-            out("results", "tables", "figure67_manipulation.tsv"),
+            outputs.table(OUT, outputs.FIGURE67_TABLE),
             category="Figures 6/7 - manipulation",
             caption="../report/manipulation_table.rst",
         ),
-        markdown=out("results", "tables", "figure67_manipulation.md"),
+        markdown=outputs.table(OUT, outputs.FIGURE67_TABLE, "md"),
         figure_cn=report(
-            out("results", "figures", "figure6_manipulation_cn.png"),
+            outputs.figure(OUT, outputs.FIGURE6),
             category="Figures 6/7 - manipulation",
             caption="../report/figure6.rst",
         ),
         figure_ad=report(
-            out("results", "figures", "figure7_manipulation_ad.png"),
+            outputs.figure(OUT, outputs.FIGURE7),
             category="Figures 6/7 - manipulation",
             caption="../report/figure7.rst",
         ),
-        volumes=directory(out("results", "manipulation")),
+        volumes=directory(outputs.results(OUT, "manipulation")),
     params:
         config=json.dumps(EVAL["manipulation"], sort_keys=True),
         probe=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
         probe_file=lambda wildcards, input: (
-            f"--probe-file {input.official_probe}/probe.pt" if input.official_probe else ""
+            f"--probe-file {input.official_probe}" if input.official_probe else ""
         ),
-        images=EVAL_IMAGES_JSON,
+        images=IMAGES_JSON,
         ddim=DDIM_JSON,
     threads: rule_threads("manipulate")
     resources:
@@ -259,21 +257,21 @@ rule time_inference:
     """Table 5: seconds per reconstruction at T = 100 and parameter counts, LDAE vs DAE in one job."""
     input:
         **LDAE_MODELS,
-        qc=EVAL_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
-        reconstruction=out("results", "tables", "table6_reconstruction.tsv"),
+        reconstruction=outputs.table(OUT, outputs.TABLE6),
         dae=DAE_MODEL,
     output:
         table=report(
-            out("results", "tables", "table5_efficiency.tsv"),
+            outputs.table(OUT, outputs.TABLE5),
             category="Table 5 - efficiency",
             caption="../report/table5.rst",
         ),
-        markdown=out("results", "tables", "table5_efficiency.md"),
+        markdown=outputs.table(OUT, outputs.TABLE5, "md"),
     params:
         config=json.dumps(EVAL["timing"], sort_keys=True),
-        images=EVAL_IMAGES_JSON,
+        images=IMAGES_JSON,
         ddim=DDIM_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
         # training wall time from the training rules' benchmark files (read if present, never a rerun trigger)
@@ -301,26 +299,9 @@ rule time_inference:
         " --table {output.table} --threads {threads} > {log} 2>&1"
 
 
-RESULT_TABLES = [
-    out("results", "tables", f"{stem}.md")
-    for stem in (
-        "table5_efficiency",
-        "table6_reconstruction",
-        "table7_linear_probes",
-        "figure8_interpolation",
-        "figure67_manipulation",
-    )
-]
-RESULT_FIGURES = [
-    out("results", "figures", f"{name}.png")
-    for name in (
-        "figure5_lda",
-        "figure6_manipulation_cn",
-        "figure7_manipulation_ad",
-        "figure8_interpolation",
-        "table6_examples",
-    )
-]
+# the results README reads every table (its .md and, beside it, its .tsv) and shows every figure, in this order
+RESULT_TABLES = [outputs.table(OUT, stem, "md") for stem in outputs.TABLES]
+RESULT_FIGURES = [outputs.figure(OUT, name) for name in outputs.FIGURES]
 
 
 rule results_readme:
@@ -331,7 +312,7 @@ rule results_readme:
         data=[path[: -len(".md")] + ".tsv" for path in RESULT_TABLES],  # read beside each .md
         figures=RESULT_FIGURES,
     output:
-        readme=out("results", "README.md"),
+        readme=outputs.results_readme(OUT),
     params:
         confidence=EVAL["bootstrap"]["confidence"],
     log:
@@ -347,4 +328,4 @@ rule results_readme:
         " --confidence {params.confidence} --out {output.readme} > {log} 2>&1"
 
 
-TARGETS.extend([out("results", "README.md"), *RESULT_TABLES, *RESULT_FIGURES])
+TARGETS.extend([outputs.results_readme(OUT), *RESULT_TABLES, *RESULT_FIGURES])

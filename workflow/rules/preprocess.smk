@@ -2,19 +2,16 @@
 # derivatives dataset derivatives/ldae-preproc with a QC record per session and the cohort QC table qc.tsv.
 # Every file name comes from ldae.preprocess.naming (here with wildcard placeholders). Downstream rules read
 # only qc.tsv (+ tables/splits.tsv) to find images.
-import ldae.preprocess.naming as _pp_naming
 import ldae.preprocess.pipeline as _pp_pipeline
 import ldae.preprocess.rules as _pp_rules
 import ldae.preprocess.templates as _pp_templates
 
-PREPROC = out(_pp_naming.DERIVATIVES_SUBDIR)
-PREPROC_QC = _pp_naming.qc_table(PREPROC)
-PREPROC_MONTAGE = _pp_naming.qc_montage(PREPROC)
-PREPROC_DESCRIPTION = _pp_naming.description_file(PREPROC)
+PREPROC_MONTAGE = naming.qc_montage(PREPROC)
+PREPROC_DESCRIPTION = naming.description_file(PREPROC)
 _PP = _pp_pipeline.resolve_config(config["preprocess"])  # schema defaults + checks (steps, method order)
 _PP_SPACE = _pp_templates.space_label(_PP["registration"])
 _PP_REG = _PP["registration"]["type"]
-_PP_SESSION = _pp_naming.preproc_paths(PREPROC, "{subject}", "{session}", _PP_SPACE, _PP_REG)
+_PP_SESSION = naming.preproc_paths(PREPROC, "{subject}", "{session}", _PP_SPACE, _PP_REG)
 # The section as JSON without threads/group_size: a changed step parameter reruns every session, a changed
 # thread count or bundle size reruns nothing.
 _PP_PARAMS = _pp_pipeline.rule_params(_PP)
@@ -31,7 +28,7 @@ rule preprocess:
         qc=_PP_SESSION.qc_json,
     params:
         config=_PP_PARAMS,
-        derivatives=lambda wc, output: _pp_naming.root_of_qc_json(output.qc),
+        derivatives=lambda wc, output: naming.root_of_qc_json(output.qc),
         source=lambda wc: _pp_rules.source_t1w(checkpoints.sessions.get().output.sessions, wc.subject, wc.session),
     wildcard_constraints:
         subject="[A-Za-z0-9]+",
@@ -84,7 +81,7 @@ rule preproc_qc:
         bundles=lambda wc: expand(_PP_BUNDLE, bundle=session_bundles()),
         sessions=SESSIONS,
     output:
-        qc=report(PREPROC_QC, caption="../report/preproc_qc.rst", category="Preprocessing"),
+        qc=report(QC_TABLE, caption="../report/preproc_qc.rst", category="Preprocessing"),
         montage=report(PREPROC_MONTAGE, caption="../report/preproc_montage.rst", category="Preprocessing"),
     params:
         config=_PP_PARAMS,
@@ -129,4 +126,4 @@ rule preproc_description:
         " {params.container} --config-json {params.config:q} > {log} 2>&1"
 
 
-TARGETS.extend([PREPROC_QC, PREPROC_DESCRIPTION])
+TARGETS.extend([QC_TABLE, PREPROC_DESCRIPTION])

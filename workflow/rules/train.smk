@@ -6,20 +6,13 @@
 # weights, resolved config, metrics and summary are published into models/<stage>/ (ldae.models.io loads them).
 import json
 
-import ldae.preprocess.naming as _train_naming
-
-TRAIN_QC = _train_naming.qc_table(out(_train_naming.DERIVATIVES_SUBDIR))
-AE_MODEL = out("models", "autoencoder")
-LATENTS = out("models", "latents")
-LDM_MODEL = out("models", "ldm")
-LDAE_MODEL = out("models", "ldae")
-IMAGES_JSON = json.dumps(config["images"], sort_keys=True)
+AE_MODEL, LATENTS, LDM_MODEL, LDAE_MODEL = (MODEL[name] for name in outputs.LDAE_CHAIN)
 
 
 rule train_autoencoder:
     """Stage 1: AutoencoderKL + patch GAN on the preprocessed images; best validation SSIM."""
     input:
-        qc=TRAIN_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
     output:
@@ -55,7 +48,7 @@ rule train_autoencoder:
 rule encode_latents:
     """Every QC-passed session through the stage-1 encoder once; scale factor from the training latents."""
     input:
-        qc=TRAIN_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
         autoencoder=AE_MODEL,
@@ -84,8 +77,7 @@ rule encode_latents:
     shell:
         "python -m ldae.cli encode-latents --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q}"
-        " --config {params.config:q} --autoencoder-weights {input.autoencoder}/weights.pt"
-        " --autoencoder-config {input.autoencoder}/config.yaml --out-dir {output.latents}"
+        " --config {params.config:q} --autoencoder {input.autoencoder} --out-dir {output.latents}"
         " --devices {resources.gpu} --threads {threads} > {log} 2>&1"
 
 
@@ -125,7 +117,7 @@ rule train_ldae:
     """Stage 3: semantic encoder + gradient estimator on the frozen stage-2 U-Net (PDAE); best val SSIM (DDIM per
     the `ddim` section)."""
     input:
-        qc=TRAIN_QC,
+        qc=QC_TABLE,
         sessions=SESSIONS,
         splits=SPLITS,
         autoencoder=AE_MODEL,
@@ -159,8 +151,7 @@ rule train_ldae:
         "python -m ldae.cli train-ldae --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q}"
         " --config {params.config:q} --latents {input.latents}"
-        " --ldm-weights {input.ldm}/weights.pt --ldm-config {input.ldm}/config.yaml"
-        " --autoencoder-weights {input.autoencoder}/weights.pt --autoencoder-config {input.autoencoder}/config.yaml"
+        " --ldm {input.ldm} --autoencoder {input.autoencoder}"
         " --ddim {params.ddim:q} --run-dir {params.run_dir} --out-dir {output.model} --devices {resources.gpu}"
         " --threads {threads} > {log} 2>&1"
 

@@ -23,7 +23,6 @@ from ldae.data import adni_tables
 log = logging.getLogger("ldae.convert")
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-ERROR_HINT = re.compile(r"error|exception|traceback|raise|not found|failed", re.IGNORECASE)
 
 
 class ConversionError(RuntimeError):

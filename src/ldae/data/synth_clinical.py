@@ -521,7 +521,6 @@ CLINICAL_TABLES = {
     "DXSUM_PDXCONV_ADNIALL.csv": dxsum,
     "CDR.csv": cdr,
 }
-REQUIRED_BY_CLINICA = tuple(k for k in CLINICAL_TABLES if k != "CDR.csv")
 
 
 def write_clinical(subjects: list[Subject], clinical_dir: Path, seed: int) -> list[Path]:

@@ -6,7 +6,6 @@ Every later stage finds its sessions through these functions, never by globbing 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,6 @@ SESSION_COLUMNS = ["participant_id", "session_id", "months", "age", "sex", "diag
 EXCLUSION_COLUMNS = ["participant_id", "session_id", "stage", "reason", "path"]
 SPLIT_COLUMNS = ["participant_id", "baseline_diagnosis", "n_sessions", "split", "probe_split"]
 SPLITS = ("train", "val", "test")
-PROBE_SPLITS = ("probe_train", "probe_val")
 
 
 class TableError(ValueError):
@@ -24,16 +22,9 @@ class TableError(ValueError):
 
 def write_tsv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a TSV through a temporary file in the same folder, so readers never see half a table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, sep="\t", index=False, na_rep="n/a")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ldae.files import write_tsv
+
+    write_tsv(frame, path)
 
 
 def read_tsv(path: str | os.PathLike, required: list[str], what: str) -> pd.DataFrame:

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ldae.verbs import schema_defaults
+
 from .schedule import DiffusionSchedule, extract
 
 __all__ = [
@@ -47,8 +49,8 @@ __all__ = [
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GUIDANCE_MODES = ("score", "pdae", "none")
 DDIM_GRIDS = ("authors", "exact")
-# config section `ddim` (config.yaml and the schema hold the same values): the authors' sampler
-DDIM_DEFAULTS: dict[str, Any] = {"clip_x0": [-1.0, 1.0], "grid": "authors"}
+# config section `ddim` (its defaults are the schema's): the authors' sampler
+DDIM_DEFAULTS: dict[str, Any] = schema_defaults("ddim")
 Clip = tuple[float, float] | None
 
 

@@ -14,17 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from monai.networks.schedulers.scheduler import NoiseSchedules
+
+from ldae.verbs import schema_defaults
 
 __all__ = ["SCHEDULE_DEFAULTS", "DiffusionSchedule", "extract"]
 
-SCHEDULE_DEFAULTS: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "schedule": "linear_beta",
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-}
+SCHEDULE_DEFAULTS: dict[str, Any] = schema_defaults("ldm.diffusion")  # T=1000 linear betas (the schema's)
 
 
 def extract(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -94,12 +90,3 @@ class DiffusionSchedule:
         """PDAE weighting ``lambda_t = SNR_t^gamma / (1 + SNR_t)`` (float64, shape of ``t``)."""
         snr = self.snr[torch.as_tensor(t).long().cpu()]
         return snr**gamma / (1.0 + snr)
-
-    # --- MONAI schedulers with the same schedule ------------------------------------------------------------------
-    def ddpm_scheduler(self) -> DDPMScheduler:
-        return DDPMScheduler(num_train_timesteps=self.num_train_timesteps, schedule=self.schedule_name,
-                             clip_sample=False, **self.schedule_args)
-
-    def ddim_scheduler(self) -> DDIMScheduler:
-        return DDIMScheduler(num_train_timesteps=self.num_train_timesteps, schedule=self.schedule_name,
-                             clip_sample=False, **self.schedule_args)

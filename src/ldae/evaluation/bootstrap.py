@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BootstrapSettings", "bootstrap_settings", "resample_weights", "weighted_intervals", "mean_interval",
-           "BOOTSTRAP_DEFAULTS"]
-
-BOOTSTRAP_DEFAULTS = {"resamples": 1000, "confidence": 0.95}
+__all__ = ["BootstrapSettings", "bootstrap_settings", "resample_weights", "weighted_intervals", "mean_interval"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +35,9 @@ class BootstrapSettings:
 def bootstrap_settings(section: Mapping | None, seed: int = 0, where: str = "evaluation.bootstrap"
                        ) -> BootstrapSettings:
     """Settings from the config section ``{resamples, confidence}``; a clear error on bad values."""
-    values = {**BOOTSTRAP_DEFAULTS, **dict(section or {})}
-    unknown = sorted(set(values) - set(BOOTSTRAP_DEFAULTS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(BOOTSTRAP_DEFAULTS)})")
+    from ldae import verbs
+
+    values = verbs.resolve_config(verbs.schema_defaults("evaluation.bootstrap"), section, where)
     resamples, confidence = int(values["resamples"]), float(values["confidence"])
     if resamples < 1:
         raise ValueError(f"{where}.resamples must be >= 1, got {resamples}")

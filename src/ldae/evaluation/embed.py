@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+from ldae import verbs
+from ldae.data.images import image_reader, records_of
+from ldae.models import io
+from ldae.files import atomic_output
 
 __all__ = ["Embeddings", "iterate_batches", "compute_embeddings", "save_embeddings", "load_embeddings"]
 
@@ -89,21 +93,13 @@ def compute_embeddings(batches: Iterable[tuple[list[dict], torch.Tensor]], seman
 def save_embeddings(path: str | os.PathLike, ids: pd.DataFrame, y: np.ndarray, model: str,
                     extra: dict[str, np.ndarray] | None = None, **meta) -> None:
     """Atomically write the npz (see module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"participant_id": ids.participant_id.to_numpy(dtype=str),
               "session_id": ids.session_id.to_numpy(dtype=str), "y": np.asarray(y, dtype=np.float32),
               "model": np.asarray(model)}
     arrays.update({k: np.asarray(v) for k, v in (extra or {}).items()})
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
@@ -115,33 +111,25 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-EMBED_DEFAULTS = {"batch_size": 2, "ddim_steps": 100, "invert_splits": ["test"]}
-
-
 def main(argv: list[str] | None = None) -> int:
     """``ldae embed``: y_sem of every QC-passed session for one model (+ LDAE x_T of the test sessions)."""
     from . import runtime
 
-    parser = runtime.base_parser("embed", "y_sem of every session, one file per model")
-    runtime.add_image_args(parser)
+    parser = runtime.base_parser("embed", "y_sem of every session, one file per model", images=True)
     runtime.add_ldae_args(parser, required=False)
     parser.add_argument("--model", required=True, choices=["ldae", "dae", "supervised_ad", "supervised_age"])
     parser.add_argument("--model-dir", type=Path, default=None, help="model folder of a baseline (dae/supervised)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**EMBED_DEFAULTS, **runtime.parse_json(args.config)}
-    unknown = sorted(set(cfg) - set(EMBED_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"embed: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.embed", args.config)
     dev = runtime.device()
-    table = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
+    table = records_of(args)
     records = table.to_dict("records")
-    load = runtime.ImageLoader(runtime.parse_json(args.images))
+    load = image_reader(verbs.parse_config_arg(args.images))
     invert, meta = None, {}
     if args.model == "ldae":
-        pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
-                                          runtime.ddim_settings(args.ddim))
+        pipe = runtime.ldae_pipeline(args, dev)
         steps = int(cfg["ddim_steps"])
         semantic = pipe.semantic
 
@@ -151,13 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
         meta = {"steps": steps, "scale_factor": pipe.scale_factor, "ddim": json.dumps(pipe.ddim.as_config())}
     elif args.model == "dae":
-        semantic = runtime.load_dae_pipeline(args.model_dir, dev).semantic
+        semantic = io.load_dae(args.model_dir, dev).semantic
     else:
-        encoder = runtime.load_supervised_encoder(args.model_dir, dev)
-
-        def semantic(images):
-            with torch.no_grad():
-                return encoder(images.to(dev)).float()
+        semantic = io.EncoderPipeline(io.load_supervised(args.model_dir, dev).encoder).semantic
 
     wanted = set(cfg["invert_splits"])
     ids, y, extra = compute_embeddings(iterate_batches(records, load, cfg["batch_size"]), semantic, invert,

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ldae.files import atomic_output  # noqa: E402
+
 __all__ = ["placeholder_figure", "mid_slices", "intensity_window", "figure5_lda", "lda_projection",
            "figure8_interpolation", "manipulation_montage", "reconstruction_examples"]
 
@@ -34,8 +36,8 @@ def intensity_window(volumes: Sequence[np.ndarray], upper_percentile: float = 99
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

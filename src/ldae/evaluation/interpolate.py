@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ldae import files, verbs
+from ldae.data.tables import sessions_with_splits
 from ldae.diffusion import alpha_from_months, lerp, slerp
 
-from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, mean_interval
+from .bootstrap import BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import mse, ssim
 from ldae.models.pipelines import LDAEPipeline
 
@@ -156,10 +158,6 @@ def stratify(results: pd.DataFrame, position_bins: Sequence[float] = POSITION_BI
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-INTERP_DEFAULTS = {"max_subjects": 30, "max_triplets": 0, "min_visits": 3, "batch_size": 4, "seed": 0,
-                   "ssim_kernel": 4, "bootstrap": dict(BOOTSTRAP_DEFAULTS)}
-
-
 def main(argv: list[str] | None = None) -> int:
     """``ldae interpolate``: Figure 8 (table + plot) from the LDAE embeddings of the test sessions."""
     from pathlib import Path
@@ -177,16 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triplets", required=True, type=Path, help="per-triplet results (TSV)")
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**INTERP_DEFAULTS, **runtime.parse_json(args.config)}
-    unknown = sorted(set(cfg) - set(INTERP_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"interpolate: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.interpolation", args.config, shared=('seed', 'bootstrap'))
     emb = load_embeddings(args.embeddings)
     if "x_T" not in emb.extra:
         raise SystemExit(f"{args.embeddings} holds no inverted x_T (rule embed, model ldae)")
     steps = int(emb.extra["steps"])
-    sessions = runtime.session_table(args.sessions, args.splits)
+    sessions = sessions_with_splits(args.sessions, args.splits)
     rows = emb.extra["rows"]
     have = emb.ids.iloc[rows]
     visits = sessions.merge(have, on=["participant_id", "session_id"], how="inner")
@@ -197,15 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         message = f"no test subject with >= {cfg['min_visits']} visits: nothing to interpolate"
         empty = pd.DataFrame([{"stratum": "all", "level": "all", "n": 0}])
         write_table(empty, args.table, notes=[message], paper=pd.DataFrame(FIGURE8))
-        args.triplets.parent.mkdir(parents=True, exist_ok=True)
-        triplets.to_csv(args.triplets, sep="\t", index=False)
+        files.write_tsv(triplets, args.triplets, na_rep="")
         from .figures import placeholder_figure
 
         placeholder_figure(args.figure, f"Figure 8: {message}")
         print(message)
         return 0
-    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device(),
-                                      runtime.ddim_settings(args.ddim))
+    pipe = runtime.ldae_pipeline(args, runtime.device())
     results, example = interpolation_study(pipe, triplets, emb.lookup("y"), emb.lookup("x_T"), emb.lookup("z"),
                                            steps=steps, batch_size=int(cfg["batch_size"]),
                                            ssim_kernel=int(cfg["ssim_kernel"]))
@@ -224,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     interval_cols = ["ssim", "mse", "nearest_ssim", "nearest_mse", "ssim_gain"]
     write_table(table, args.table, notes=notes, paper=pd.DataFrame(FIGURE8),
                 md_columns=["stratum", "level", "n", *interval_cols], intervals=interval_cols)
-    args.triplets.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.triplets, sep="\t", index=False)
+    files.write_tsv(results, args.triplets, na_rep="")
     figure8_interpolation(results, example, args.figure)
     print(table.to_string(index=False))
     return 0

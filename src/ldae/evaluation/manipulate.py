@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ldae import verbs
+from ldae.data.images import image_reader, records_of
 from ldae.models.pipelines import LDAEPipeline
 from .probes import LinearProbe
 
@@ -77,7 +79,6 @@ def choose_subjects(table: pd.DataFrame, scores: np.ndarray, wanted: Sequence[st
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-MANIP_DEFAULTS = {"scales": [0, 1, 2, 3, 4, 5], "step": 1.0, "subjects": [], "ddim_steps": 100}
 
 
 def save_nifti(volumes: np.ndarray, affine: np.ndarray | None, path) -> None:
@@ -95,12 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import runtime
     from .embed import load_embeddings
     from .figures import manipulation_montage
-    from .probes import (PROBE_DEFAULTS, ProbeDataError, embedding_table, probe_options, probe_splits,
-                         train_linear_probe)
+    from .probes import ProbeDataError, embedding_table, probe_options, probe_splits, train_linear_probe
     from .tables import write_table
 
-    parser = runtime.base_parser("manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction")
-    runtime.add_image_args(parser)
+    parser = runtime.base_parser("manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction",
+                                 images=True)
     runtime.add_ldae_args(parser)
     parser.add_argument("--probe-config", default="", help="the probe settings (evaluation.probe)")
     parser.add_argument("--embeddings", required=True, type=Path, help="embeddings/ldae.npz (rule embed)")
@@ -109,15 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-ad", required=True, type=Path, help="AD scan moved towards CN")
     parser.add_argument("--volumes", required=True, type=Path, help="folder for the decoded NIfTI volumes")
     parser.add_argument("--probe-file", type=Path, default=None,
-                        help="a probe file (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
+                        help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
                              "write_official_probe) instead of training the probe on probe_train")
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**MANIP_DEFAULTS, **runtime.parse_json(args.config)}
-    pcfg = {**PROBE_DEFAULTS, **runtime.parse_json(args.probe_config)}
-    unknown = sorted(set(cfg) - set(MANIP_DEFAULTS)) + sorted(set(pcfg) - set(PROBE_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"manipulate: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.manipulation", args.config)
+    pcfg = verbs.section("evaluation.probe", args.probe_config, shared=("seed", "bootstrap"))
     positive = str(pcfg["positive_class"])
     emb = load_embeddings(args.embeddings)
     table, features = embedding_table(args.sessions, args.splits, {"ldae": emb})
@@ -146,14 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
                                    data.y["probe_val"], "classification", **probe_options(pcfg, "classification"))
         probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
-    images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
+    images = records_of(args)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)
     test = test.merge(emb.ids, on=["participant_id", "session_id"], how="inner")
     scores = probe.predict_proba(emb.aligned(test)) if len(test) else np.zeros(0)
     chosen = choose_subjects(test, scores, cfg["subjects"], positive)
-    pipe = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, runtime.device(),
-                                      runtime.ddim_settings(args.ddim))
-    load = runtime.ImageLoader(runtime.parse_json(args.images))
+    pipe = runtime.ldae_pipeline(args, runtime.device())
+    load = image_reader(verbs.parse_config_arg(args.images))
     scales = [float(s) for s in cfg["scales"]]
     args.volumes.mkdir(parents=True, exist_ok=True)
     rows = []

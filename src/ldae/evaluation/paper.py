@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["TABLE5", "TABLE6", "TABLE7", "FIGURE8", "paper_frame", "Claim", "CLAIMS", "judge", "claims_report"]
+__all__ = ["TABLE5", "TABLE6", "TABLE7", "FIGURE8", "Claim", "CLAIMS", "judge", "claims_report"]
 
 # Table 5: efficiency
 TABLE5 = [
@@ -53,10 +53,6 @@ FIGURE8 = [
     {"stratum": "time gap (months)", "level": "6", "ssim": 0.969, "mse": 0.0019},
     {"stratum": "time gap (months)", "level": "<= 24", "ssim": "> 0.93", "mse": "< 0.004"},
 ]
-
-
-def paper_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------ claims

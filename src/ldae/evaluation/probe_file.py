@@ -23,6 +23,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from ldae.models.official_encoder import PROBE_FORMAT, probe_from_official
+from ldae.files import atomic_output
 
 from .probes import LinearProbe
 
@@ -89,12 +90,15 @@ def probe_from_state(state: Mapping[str, Any], source: str = "probe state",
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str = "CN", origin: str = "") -> None:
-    torch.save(probe_state(probe, positive_class, origin), os.fspath(path))
+    with atomic_output(path) as tmp:
+        torch.save(probe_state(probe, positive_class, origin), tmp)
 
 
 def load_probe(path: str | os.PathLike, positive_class: str | None = None) -> LinearProbe:
-    from ldae.models.io import read_tensor_file
+    """A probe file, or the folder holding one (``probe.pt``, what rule import_official writes)."""
+    from ldae.models.io import probe_file, read_tensor_file
 
+    path = probe_file(path)
     return probe_from_state(read_tensor_file(path, "a probe file"), os.fspath(path), positive_class)
 
 
@@ -109,5 +113,6 @@ def write_official_probe(classifier: str | os.PathLike, mean: str | os.PathLike,
                                 read_tensor_file(mean, "the authors' y_sem z-score mean (semantic_mean.pt)"),
                                 read_tensor_file(std, "the authors' y_sem z-score std (semantic_std.pt)"),
                                 os.fspath(classifier))
-    torch.save(state, os.fspath(out))
+    with atomic_output(out) as tmp:
+        torch.save(state, tmp)
     return probe_from_state(state, os.fspath(out))

@@ -30,7 +30,9 @@ import torch
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
-from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, weighted_intervals
+from ldae import files, verbs
+
+from .bootstrap import BootstrapSettings, bootstrap_settings, weighted_intervals
 
 __all__ = [
     "ProbeDataError",
@@ -411,9 +413,6 @@ def run_probes(table: pd.DataFrame, features: dict[str, np.ndarray], rows: dict[
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-PROBE_DEFAULTS = {"lr": 1e-3, "classifier_epochs": 200, "regressor_epochs": 1000, "batch_size": 32,
-                  "classifier_selection": "mcc", "age_target": "minmax", "positive_class": "CN",
-                  "age_diagnoses": ["CN", "MCI", "AD"], "seed": 0, "bootstrap": dict(BOOTSTRAP_DEFAULTS)}
 ROW_SOURCES = {"LDAE": {"ad": "ldae", "age": "ldae"}, "DAE": {"ad": "dae", "age": "dae"},
                "Supervised encoder": {"ad": "supervised_ad", "age": "supervised_age"}}
 
@@ -445,11 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", required=True, type=Path, help="per-epoch probe losses (TSV)")
     parser.add_argument("--figure", required=True, type=Path, help="results/figures/figure5_lda.png")
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**PROBE_DEFAULTS, **runtime.parse_json(args.config)}
-    unknown = sorted(set(cfg) - set(PROBE_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"probe: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.probe", args.config, shared=('seed', 'bootstrap'))
     embeddings = {}
     for item in args.embeddings:
         name, _, path = item.partition("=")
@@ -492,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols],
                 intervals=metric_cols)
-    args.history.parent.mkdir(parents=True, exist_ok=True)
-    history.to_csv(args.history, sep="\t", index=False)
+    files.write_tsv(history, args.history, na_rep="")
     panels = {}
     train = ((table.split == "train") & (table.probe_split == "probe_train")).to_numpy()
     test = (table.split == "test").to_numpy()

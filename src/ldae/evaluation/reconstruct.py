@@ -19,7 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bootstrap import BOOTSTRAP_DEFAULTS, BootstrapSettings, bootstrap_settings, mean_interval
+from ldae import files, verbs
+from ldae.data.images import image_reader, records_of
+from ldae.models import io
+
+from .bootstrap import BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import ImageMetrics
 from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise
 
@@ -123,10 +127,6 @@ def summarise_reconstruction(per_session: pd.DataFrame, bootstrap: BootstrapSett
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-RECON_DEFAULTS = {"steps": [10, 20, 50, 100], "max_sessions": 0, "batch_size": 1, "seed": 0,
-                  "lpips_weights": "", "examples": 1, "bootstrap": dict(BOOTSTRAP_DEFAULTS)}
-
-
 def main(argv: list[str] | None = None) -> int:
     """``ldae reconstruct``: Table 6 on the test split (+ per-session values and an example figure)."""
     from pathlib import Path
@@ -138,21 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     from .paper import TABLE6
     from .tables import write_table
 
-    parser = runtime.base_parser("reconstruct", "Table 6: SSIM / LPIPS / MSE at T = 10/20/50/100 (test split)")
-    runtime.add_image_args(parser)
+    parser = runtime.base_parser("reconstruct", "Table 6: SSIM / LPIPS / MSE at T = 10/20/50/100 (test split)", images=True)
     runtime.add_ldae_args(parser)
     parser.add_argument("--dae", type=Path, default=None, help="model folder of rule train_dae (DAE rows)")
     parser.add_argument("--table", required=True, type=Path)
     parser.add_argument("--per-session", required=True, type=Path)
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**RECON_DEFAULTS, **runtime.parse_json(args.config)}
-    unknown = sorted(set(cfg) - set(RECON_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"reconstruct: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.reconstruction", args.config, shared=('seed', 'lpips_weights', 'bootstrap'))
     dev = runtime.device()
-    table = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
+    table = records_of(args)
     test = table[table.split == "test"].sort_values(["participant_id", "months"])
     if cfg["max_sessions"]:
         test = test.sample(n=min(int(cfg["max_sessions"]), len(test)), random_state=int(cfg["seed"]))
@@ -163,17 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         message = "no test session passed preprocessing QC: nothing to reconstruct"
         write_table(pd.DataFrame([{"Model": "n/a", "n": 0}]), args.table, notes=[message],
                     paper=pd.DataFrame(TABLE6))
-        args.per_session.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]).to_csv(
-            args.per_session, sep="\t", index=False)
+        files.write_tsv(pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]),
+                        args.per_session)
         placeholder_figure(args.figure, message)
         print(message)
         return 0
-    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
-                                      runtime.ddim_settings(args.ddim))
-    dae = runtime.load_dae_pipeline(args.dae, dev, runtime.ddim_settings(args.ddim)) if args.dae else None
+    ldae = runtime.ldae_pipeline(args, dev)
+    dae = io.load_dae(args.dae, dev, runtime.ddim_settings(args.ddim)) if args.dae else None
     lpips = LPIPS(cfg["lpips_weights"] or None, seed=int(cfg["seed"]), device=dev)
-    load = runtime.ImageLoader(runtime.parse_json(args.images))
+    load = image_reader(verbs.parse_config_arg(args.images))
     steps = [int(s) for s in cfg["steps"]]
     per, examples = reconstruction_study(iterate_batches(test.to_dict("records"), load, cfg["batch_size"]), steps,
                                          ImageMetrics(lpips), ldae=ldae, dae=dae, seed=int(cfg["seed"]),
@@ -194,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["Model", "Encoding", "Code size", "T", "SSIM", "LPIPS", "MSE"]
     write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6),
                 intervals=["SSIM", "LPIPS", "MSE"])
-    args.per_session.parent.mkdir(parents=True, exist_ok=True)
-    per.to_csv(args.per_session, sep="\t", index=False, na_rep="n/a")
+    files.write_tsv(per, args.per_session)
     if examples:
         reconstruction_examples(examples, args.figure)
     print(summary[cols].to_string(index=False))

@@ -13,6 +13,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ldae.files import write_text
+
 from .paper import claims_report
 from .tables import read_table
 
@@ -72,8 +74,5 @@ def main(argv: list[str] | None = None) -> int:
     tables = {Path(p).stem: Path(p) for p in args.tables}
     figures = {Path(p).stem: Path(p) for p in args.figures}
     text = build_readme(tables, figures, args.out, confidence=args.confidence)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    write_text(args.out, text)
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ldae.data.tables import write_tsv_atomic
+from ldae.files import write_text
 
 __all__ = ["format_value", "markdown_table", "write_table", "read_table", "with_intervals", "TABLE_FILES",
            "CI_LOW", "CI_HIGH"]
@@ -97,10 +98,7 @@ def write_table(frame: pd.DataFrame, tsv_path: str | os.PathLike, title: str | N
     if paper is not None:
         text += ["Paper (Lozupone et al. 2025):", "", markdown_table(paper, digits), ""]
     text += [f"- {n}" for n in notes]
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = md_path.with_name(f".{md_path.name}.tmp")
-    tmp.write_text("\n".join(text).rstrip() + "\n")
-    os.replace(tmp, md_path)
+    write_text(md_path, "\n".join(text).rstrip() + "\n")
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

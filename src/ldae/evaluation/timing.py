@@ -21,6 +21,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ldae import verbs
+from ldae.data.images import image_reader, records_of
+from ldae.models import io
+
 __all__ = ["time_call", "training_seconds", "efficiency_table", "timing_precision", "precision_context"]
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16,
@@ -33,7 +37,7 @@ def timing_precision(requested: str, device: torch.device | str) -> tuple[str, t
     device = torch.device(device)
     if device.type != "cuda":
         return f"fp32 ({device.type.upper()})", None
-    from ldae.training.common import resolve_precision
+    from ldae.verbs import resolve_precision
 
     resolved = resolve_precision(str(requested))
     if resolved not in AUTOCAST:
@@ -98,9 +102,6 @@ def efficiency_table(rows: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-TIMING_DEFAULTS = {"steps": 100, "repeats": 3, "warmup": 1, "precision": "auto"}
-
-
 def _table6_row(table6: pd.DataFrame | None, model: str, steps: int) -> dict[str, float]:
     if table6 is None:
         return {}
@@ -119,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from .paper import TABLE5
     from .tables import read_table, write_table
 
-    parser = runtime.base_parser("time-inference", "Table 5: seconds per reconstruction (same hardware, same run)")
-    runtime.add_image_args(parser)
+    parser = runtime.base_parser("time-inference", "Table 5: seconds per reconstruction (same hardware, same run)", images=True)
     runtime.add_ldae_args(parser)
     parser.add_argument("--dae", type=Path, default=None, help="model folder of rule train_dae")
     parser.add_argument("--reconstruction", type=Path, default=None, help="Table 6 TSV (SSIM/LPIPS columns)")
@@ -128,16 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks-dae", nargs="*", default=[], help="benchmark TSVs of the DAE's training")
     parser.add_argument("--table", required=True, type=Path)
     args = parser.parse_args(argv)
-    runtime.setup(args.threads)
-    cfg = {**TIMING_DEFAULTS, **runtime.parse_json(args.config)}
-    unknown = sorted(set(cfg) - set(TIMING_DEFAULTS))
-    if unknown:
-        raise SystemExit(f"time-inference: unknown config key(s) {unknown}")
+    verbs.setup(args.threads)
+    cfg = verbs.section("evaluation.timing", args.config)
     dev = runtime.device()
-    images = runtime.image_table(args.qc, args.sessions, args.splits, args.derivatives)
+    images = records_of(args)
     test = images[images.split == "test"]
     record = (test if len(test) else images).sort_values(["participant_id", "months"]).iloc[0]
-    x = runtime.ImageLoader(runtime.parse_json(args.images))(record["image"])[None].to(dev)
+    x = image_reader(verbs.parse_config_arg(args.images))(record["image"])[None].to(dev)
     steps = int(cfg["steps"])
     table6 = read_table(args.reconstruction) if args.reconstruction and Path(args.reconstruction).is_file() else None
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -151,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return time_call(run, dev, int(cfg["repeats"]), int(cfg["warmup"]))
 
     rows = {}
-    ldae = runtime.load_ldae_pipeline(args.autoencoder, args.latents, args.ldm, args.ldae, dev,
-                                      runtime.ddim_settings(args.ddim))
+    ldae = runtime.ldae_pipeline(args, dev)
     timed = timed_run(ldae)
     n = ldae.parameter_count()
     hours = training_seconds(args.benchmarks_ldae) / 3600
@@ -161,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     **timed, **_table6_row(table6, "LDAE", steps)}
     del ldae
     if args.dae:
-        dae = runtime.load_dae_pipeline(args.dae, dev, runtime.ddim_settings(args.ddim))
+        dae = io.load_dae(args.dae, dev, runtime.ddim_settings(args.ddim))
         timed = timed_run(dae)
         n = dae.parameter_count()
         rows["DAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),

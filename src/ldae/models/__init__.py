@@ -9,7 +9,7 @@ from .autoencoder import (
     load_pretrained_autoencoder,
 )
 from .baselines import SupervisedEncoder, VoxelDAE, build_dae, build_supervised_encoder
-from .gradient_estimator import GradientEstimator, load_frozen_unet
+from .gradient_estimator import GradientEstimator
 from .ldm_unet import AdaGNResnetBlock, build_ldm_unet, count_parameters
 from .semantic_encoder import SemanticEncoder, build_semantic_encoder
 
@@ -24,7 +24,6 @@ __all__ = [
     "count_parameters",
     "AdaGNResnetBlock",
     "GradientEstimator",
-    "load_frozen_unet",
     "SemanticEncoder",
     "build_semantic_encoder",
     "VoxelDAE",

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 
+from ldae.verbs import schema_defaults
+
 __all__ = [
     "AE_DEFAULTS",
     "build_autoencoder",
@@ -33,24 +35,10 @@ __all__ = [
     "latent_scale_factor",
 ]
 
-AE_DEFAULTS: dict[str, Any] = {
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [64, 128, 128, 128],
-    "num_res_blocks": 2,
-    "attention_levels": [False, False, False, False],
-    "latent_channels": 3,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "with_encoder_nonlocal_attn": False,
-    "with_decoder_nonlocal_attn": False,
-    "use_checkpoint": False,
-    "disc_channels": 64,
-    "disc_num_layers": 3,
-    "disc_norm": "BATCH",
+AE_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `autoencoder` section's defaults (the schema's)
+    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, **schema_defaults("autoencoder.network"),
     "perceptual_network": "squeeze",
-    "perceptual_fake_3d_ratio": 0.5,
+    "perceptual_fake_3d_ratio": schema_defaults("autoencoder.perceptual_fake_3d_ratio"),
 }
 
 

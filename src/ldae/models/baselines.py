@@ -22,29 +22,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.networks.nets import DiffusionModelUNet
 
-from .ldm_unet import _head_channels, convert_resnet_blocks, set_resample_axes, unet_decode, unet_encode
+from ldae.verbs import schema_defaults
+
+from .ldm_unet import convert_resnet_blocks, monai_unet, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
-__all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder"]
+__all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder", "dae_for_config",
+           "supervised_for_config"]
 
-DAE_DEFAULTS: dict[str, Any] = {
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "channels": [32, 64, 128, 256, 256],
-    "num_res_blocks": 2,
-    "attention_levels": [False, False, False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-6,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "resample_axes": "all",
-    "use_flash_attention": False,
-    "y_dim": None,
-    "condition_encoder": True,
+DAE_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `dae.network` section's defaults (the schema's)
+    "spatial_dims": 3, "in_channels": 1, **schema_defaults("dae.network"), "y_dim": None,
 }
 
 
@@ -59,19 +47,7 @@ class VoxelDAE(nn.Module):
             enc_cfg["y_dim"] = int(c["y_dim"])
         self.encoder = SemanticEncoder(enc_cfg)
         self.y_dim = self.encoder.y_dim
-        self.unet = DiffusionModelUNet(
-            spatial_dims=int(c["spatial_dims"]),
-            in_channels=int(c["in_channels"]),
-            out_channels=int(c["in_channels"]),
-            num_res_blocks=c["num_res_blocks"],
-            channels=tuple(int(x) for x in c["channels"]),
-            attention_levels=tuple(bool(x) for x in c["attention_levels"]),
-            norm_num_groups=int(c["norm_num_groups"]),
-            norm_eps=float(c["norm_eps"]),
-            resblock_updown=bool(c["resblock_updown"]),
-            num_head_channels=_head_channels(c["channels"], int(c["num_heads"])),
-            use_flash_attention=bool(c["use_flash_attention"]),
-        )
+        self.unet = monai_unet(c, int(c["in_channels"]))
         temb = self.unet.time_embed[-1].out_features
         mode, drop = str(c["time_conditioning"]), float(c["dropout"])
         convert_resnet_blocks(self.unet.down_blocks, mode, drop, temb if c["condition_encoder"] else None)
@@ -119,3 +95,21 @@ def build_supervised_encoder(
     cfg: Mapping[str, Any] | None = None, encoder_cfg: Mapping[str, Any] | None = None
 ) -> SupervisedEncoder:
     return SupervisedEncoder(cfg, encoder_cfg)
+
+
+def _encoder_settings(encoder_cfg: Mapping[str, Any], pretrained: bool) -> dict[str, Any]:
+    """The resolved encoder section; ``pretrained`` False: no ImageNet init (trained weights are loaded next)."""
+    return {**encoder_cfg, "pretrained_path": (encoder_cfg.get("pretrained_path") or None) if pretrained else None}
+
+
+def dae_for_config(section: Mapping[str, Any], encoder_cfg: Mapping[str, Any], pretrained: bool = True) -> VoxelDAE:
+    """The DAE of a resolved ``dae`` section (its ``network``) and encoder section (y_dim: the encoder's)."""
+    from .semantic_encoder import resolve_y_dim
+
+    return build_dae({**section["network"], "y_dim": resolve_y_dim(encoder_cfg)},
+                     _encoder_settings(encoder_cfg, pretrained))
+
+
+def supervised_for_config(encoder_cfg: Mapping[str, Any], pretrained: bool = True) -> SupervisedEncoder:
+    """The supervised baseline (encoder + one linear output) of a resolved encoder section."""
+    return build_supervised_encoder({"num_outputs": 1}, _encoder_settings(encoder_cfg, pretrained))

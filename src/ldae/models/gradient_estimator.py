@@ -20,10 +20,6 @@ Config keys (section ``ldae``): ``ldm_checkpoint`` (path to the stage-2 weights 
 from __future__ import annotations
 
 import copy
-import os
-import pickle
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -31,7 +27,6 @@ from monai.networks.nets import DiffusionModelUNet
 
 from .ldm_unet import (
     AdaGNResnetBlock,
-    build_ldm_unet,
     convert_resnet_blocks,
     unet_decode,
     unet_encode,
@@ -39,11 +34,7 @@ from .ldm_unet import (
     zero_module,
 )
 
-__all__ = ["GradientEstimator", "load_frozen_unet", "load_unet_state_dict", "extract_state_dict"]
-
-_CKPT_KEY = "ldae.ldm_checkpoint"
-_CONTAINER_KEYS = ("ema_state_dict", "ema", "state_dict", "model_state_dict", "model")
-_PREFIXES = ("", "model.", "module.", "unet.", "ema_model.", "ema.module.", "ema.", "_orig_mod.")
+__all__ = ["GradientEstimator"]
 
 
 def _reset_parameters(module: nn.Module) -> None:
@@ -63,7 +54,7 @@ class GradientEstimator(nn.Module):
     """Frozen LDM + new AdaGN decoder branch.
 
     Args:
-        frozen_unet: the pretrained stage-2 U-Net (from :func:`load_frozen_unet`). It is frozen in place.
+        frozen_unet: the pretrained stage-2 U-Net (from :func:`ldae.models.io.load_frozen_unet`). It is frozen in place.
         y_dim: size of the semantic code ``y_sem``.
         share_middle_block: if True the LDM's (frozen) middle block is shared too and the branch starts at the up
             path; default False (paper: the new branch has "middle blocks, upsampling path, output layer").
@@ -155,85 +146,3 @@ class GradientEstimator(nn.Module):
             mid = None if self.share_middle_block else self.ldm.middle_block  # shared: h has been through it
             eps = unet_decode(mid, self.ldm.up_blocks, self.ldm.out, h, skips, emb)
         return g, eps
-
-
-# --- loading the stage-2 checkpoint (never silently random) -------------------------------------------------------
-
-
-def extract_state_dict(obj: Any, state_key: str | None = None) -> dict[str, torch.Tensor]:
-    """Find the tensor state dict inside a loaded checkpoint (plain, or under ``state_key`` / a usual container)."""
-    if state_key is not None:
-        if not isinstance(obj, Mapping) or state_key not in obj:
-            raise KeyError(f"checkpoint has no entry {state_key!r}")
-        obj = obj[state_key]
-    elif isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for k in _CONTAINER_KEYS:
-            if k in obj and isinstance(obj[k], Mapping):
-                obj = obj[k]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("no tensor state dict found in checkpoint")
-    return dict(obj)
-
-
-def _match_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    best, best_hits = sd, -1
-    for p in _PREFIXES:
-        cand = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} if p else sd
-        hits = len(expected & cand.keys())
-        if hits > best_hits:
-            best, best_hits = cand, hits
-    return best
-
-
-def load_unet_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, config_key: str) -> None:
-    """Strictly load ``sd`` into ``model`` (common prefixes stripped) or raise ValueError naming file and key."""
-    own = model.state_dict()
-    sd = _match_prefix(sd, set(own))
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or unexpected or bad_shape:
-        def few(xs: list[str]) -> str:
-            return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if bad_shape:
-            parts.append("shape mismatches: " + few([f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
-                                                     for k in bad_shape]))
-        raise ValueError(
-            f"checkpoint {source} (config key {config_key}) does not match the network built from the config: "
-            + "; ".join(parts)
-        )
-    model.load_state_dict(sd, strict=True)
-
-
-def load_frozen_unet(
-    cfg: Mapping[str, Any] | None, ckpt_path: str | os.PathLike | None, state_key: str | None = None
-) -> DiffusionModelUNet:
-    """Build the LDM U-Net from the ``ldm`` config section and load the stage-2 weights from ``ckpt_path``.
-
-    Raises ``ValueError`` if no path is configured or the checkpoint does not match the architecture, and
-    ``FileNotFoundError`` if the file is absent - a frozen, randomly initialised LDM would silently train nonsense
-    (a fault of the authors' code). The checkpoint is a ``torch.save`` d state dict, or a dict holding one under
-    ``ema_state_dict``/``ema``/``state_dict``/``model_state_dict``/``model`` (or ``state_key``); it is read with
-    ``weights_only=True``. The returned U-Net is frozen and in eval mode.
-    """
-    if ckpt_path is None or str(ckpt_path).strip() == "":
-        raise ValueError(f"no stage-2 LDM checkpoint configured: set {_CKPT_KEY} to the trained LDM weights")
-    path = os.fspath(ckpt_path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"stage-2 LDM checkpoint {path!r} (config key {_CKPT_KEY}) does not exist")
-    unet = build_ldm_unet(cfg)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        sd = extract_state_dict(obj, state_key)
-    except (KeyError, ValueError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise ValueError(f"cannot read a U-Net state dict from {path!r} (config key {_CKPT_KEY}): {e}") from e
-    load_unet_state_dict(unet, sd, repr(path), _CKPT_KEY)
-    unet.requires_grad_(False)
-    unet.eval()
-    return unet

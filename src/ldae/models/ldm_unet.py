@@ -45,6 +45,8 @@ from monai.networks.nets.diffusion_model_unet import (
     get_timestep_embedding,
 )
 
+from ldae.verbs import schema_defaults
+
 __all__ = [
     "LDM_DEFAULTS",
     "AdaGNResnetBlock",
@@ -61,20 +63,8 @@ __all__ = [
     "zero_module",
 ]
 
-LDM_DEFAULTS: dict[str, Any] = {
-    "spatial_dims": 3,
-    "latent_channels": 3,
-    "channels": [256, 512, 768],
-    "num_res_blocks": 2,
-    "attention_levels": [False, True, True],
-    "num_heads": 1,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "dropout": 0.1,
-    "time_conditioning": "scale_shift",
-    "resblock_updown": True,
-    "resample_axes": "last_two",
-    "use_flash_attention": False,
+LDM_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `ldm.network` section's defaults (the schema's)
+    "spatial_dims": 3, "latent_channels": 3, **schema_defaults("ldm.network"),
 }
 
 _TIME_MODES = ("scale_shift", "additive")
@@ -246,18 +236,14 @@ def _head_channels(channels: Iterable[int], num_heads: int) -> list[int]:
     return [c // num_heads for c in chans]
 
 
-def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
-    """Build the stage-2 latent DDPM U-Net from the ``ldm`` config section (unknown keys are ignored).
-
-    A MONAI ``DiffusionModelUNet`` whose residual blocks are :class:`AdaGNResnetBlock` (AdaGN time conditioning and
-    dropout, neither of which MONAI's block has), resampling on ``resample_axes`` and zero-initialised attention
-    output projections. ``model(x, timesteps)`` works exactly as MONAI's.
-    """
-    c = _cfg(cfg, LDM_DEFAULTS)
-    unet = DiffusionModelUNet(
+def monai_unet(c: Mapping[str, Any], channels_in: int) -> DiffusionModelUNet:
+    """MONAI's ``DiffusionModelUNet`` (unconditional, ``channels_in`` in and out) from a resolved network section
+    (``spatial_dims``, ``channels``, ``num_res_blocks``, ``attention_levels``, ``num_heads``, ``norm_*``,
+    ``resblock_updown``, ``use_flash_attention``): the LDM's and the DAE's U-Net before their AdaGN blocks."""
+    return DiffusionModelUNet(
         spatial_dims=int(c["spatial_dims"]),
-        in_channels=int(c["latent_channels"]),
-        out_channels=int(c["latent_channels"]),
+        in_channels=channels_in,
+        out_channels=channels_in,
         num_res_blocks=c["num_res_blocks"],
         channels=tuple(int(x) for x in c["channels"]),
         attention_levels=tuple(bool(x) for x in c["attention_levels"]),
@@ -268,6 +254,17 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
         with_conditioning=False,
         use_flash_attention=bool(c["use_flash_attention"]),
     )
+
+
+def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
+    """Build the stage-2 latent DDPM U-Net from the ``ldm`` config section (unknown keys are ignored).
+
+    A MONAI ``DiffusionModelUNet`` whose residual blocks are :class:`AdaGNResnetBlock` (AdaGN time conditioning and
+    dropout, neither of which MONAI's block has), resampling on ``resample_axes`` and zero-initialised attention
+    output projections. ``model(x, timesteps)`` works exactly as MONAI's.
+    """
+    c = _cfg(cfg, LDM_DEFAULTS)
+    unet = monai_unet(c, int(c["latent_channels"]))
     convert_resnet_blocks(unet, time_conditioning=str(c["time_conditioning"]), dropout=float(c["dropout"]))
     set_resample_axes(unet, str(c["resample_axes"]), int(c["spatial_dims"]))
     # MONAI zero-initialises conv2 of each residual block and the output conv; the converted blocks keep them.
@@ -275,9 +272,11 @@ def build_ldm_unet(cfg: Mapping[str, Any] | None = None) -> DiffusionModelUNet:
     return unet
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_parameters(*modules: nn.Module | None, trainable_only: bool = False) -> int:
+    """Number of distinct parameters of the modules (shared ones counted once; all, or only those with
+    ``requires_grad``)."""
+    distinct = {id(p): p for module in modules if module is not None for p in module.parameters()}
+    return sum(p.numel() for p in distinct.values() if p.requires_grad or not trainable_only)
 
 
 # --- functional pieces of DiffusionModelUNet.forward, so a second branch can reuse the frozen encoder ---------------

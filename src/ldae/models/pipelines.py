@@ -21,26 +21,15 @@ import torch.nn.functional as F
 
 from ldae.diffusion import DDIMSettings, DiffusionSchedule, ddim_invert, ddim_sample, guided_eps_fn
 
-__all__ = ["LDAEPipeline", "DAEPipeline", "EncoderPipeline", "seeded_noise", "count_params"]
+from .ldm_unet import count_parameters
+
+__all__ = ["LDAEPipeline", "DAEPipeline", "EncoderPipeline", "seeded_noise"]
 
 
 def seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard normal noise drawn on the CPU from ``seed`` (identical on every device), then moved."""
     gen = torch.Generator().manual_seed(int(seed))
     return torch.randn(shape, generator=gen).to(device)
-
-
-def count_params(*modules: torch.nn.Module) -> int:
-    """Distinct parameters of the modules (shared ones counted once)."""
-    seen, total = set(), 0
-    for module in modules:
-        if module is None:
-            continue
-        for p in module.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-    return total
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -52,7 +41,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 @dataclass
 class EncoderPipeline:
-    """Only a semantic encoder (the supervised baseline's features)."""
+    """Only a semantic encoder: the supervised baseline's pipeline (its features, ``semantic``)."""
 
     encoder: torch.nn.Module
 
@@ -128,10 +117,10 @@ class LDAEPipeline:
     def parameter_count(self) -> int:
         """Table 5's count (the paper's ~920M): semantic encoder + gradient estimator with the frozen LDM inside;
         the autoencoder is NOT counted (:meth:`autoencoder_parameter_count`)."""
-        return count_params(self.estimator, self.encoder)
+        return count_parameters(self.estimator, self.encoder)
 
     def autoencoder_parameter_count(self) -> int:
-        return count_params(self.autoencoder)
+        return count_parameters(self.autoencoder)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, steps: int) -> torch.Tensor:
@@ -156,9 +145,11 @@ class DAEPipeline:
     shape: tuple[int, int, int] | None = None
     signed: bool = True
     ddim: DDIMSettings = field(default_factory=DDIMSettings)
+    eval_mode: bool = True  # False: the training module's own pipeline (no eval() switch inside training)
 
     def __post_init__(self) -> None:
-        self.dae.eval()
+        if self.eval_mode:
+            self.dae.eval()
 
     @property
     def device(self) -> torch.device:
@@ -213,7 +204,7 @@ class DAEPipeline:
                                                num_steps=int(steps), **self.ddim_kwargs()))
 
     def parameter_count(self) -> int:
-        return count_params(self.dae)
+        return count_parameters(self.dae)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, steps: int) -> torch.Tensor:

@@ -38,6 +38,8 @@ import torch.utils.checkpoint
 import torchvision
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
+from ldae.verbs import schema_defaults
+
 __all__ = [
     "ENCODER_DEFAULTS",
     "SemanticEncoder",
@@ -50,24 +52,8 @@ __all__ = [
     "sinusoidal_positions",
 ]
 
-ENCODER_DEFAULTS: dict[str, Any] = {
-    "backbone": "convnext_small",
-    "tiny_dims": [16, 32, 64],
-    "tiny_depths": [1, 1, 1],
-    "pretrained_path": None,
-    "y_dim": None,
-    "slice_axis": 2,
-    "num_heads": 8,
-    "attn_dropout": 0.1,
-    "chunk_size": 32,
-    "gradient_checkpointing": False,
-    "stochastic_depth": None,
-    "input_mean": 0.0,
-    "input_std": 1.0,
-    "pe_dropout": 0.1,
-    "scorer": "linear",
-    "qkv_proj": True,
-    "out_proj": False,
+ENCODER_DEFAULTS: dict[str, Any] = {  # the `ldae.encoder` section's defaults (the schema's); no file: None
+    **schema_defaults("ldae.encoder"), "pretrained_path": None,
 }
 SCORERS = ("linear", "mlp")
 _FEATURE_DIMS = {"convnext_small": 768, "convnext_tiny": 768}

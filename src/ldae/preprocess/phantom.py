@@ -1,7 +1,7 @@
 """Synthetic T1w head scans with a KNOWN pose, bias field and brain mask, for tests and the benchmark.
 
-The source is the 1 mm MNI152NLin6Asym head template (with skull) and its brain mask that nimare ships
-(offline). A planted affine pose maps the scan's world coordinates to template world coordinates; the scan is
+The source is the 1 mm MNI152NLin6Asym head template (with skull) and its brain mask vendored in ``ldae/resources``
+(the synthetic ADNI generator's; 7-bit head intensities). A planted affine pose maps the scan's world coordinates to template world coordinates; the scan is
 resampled on its own grid (any voxel size, orientation and field of view), multiplied by a smooth bias field
 and given Gaussian noise. The ground-truth brain mask is resampled on the same grid.
 """
@@ -16,15 +16,11 @@ import numpy as np
 
 
 def source_template_paths() -> tuple[Path, Path]:
-    """(head T1w, brain mask) of MNI152NLin6Asym at 1 mm, from nimare's package data."""
-    import nimare
+    """(head T1w, brain mask) of MNI152NLin6Asym at 1 mm: the copies vendored in ``ldae/resources`` (the ones the
+    synthetic ADNI generator uses; see its README for origin and licence)."""
+    from ldae.data.synth_images import BRAIN_MASK, HEAD_T1
 
-    root = Path(nimare.__file__).parent / "resources" / "templates"
-    head = root / "tpl-MNI152NLin6Asym_res-01_T1w.nii.gz"
-    mask = root / "tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz"
-    if not head.exists() or not mask.exists():
-        raise FileNotFoundError(f"nimare's MNI152NLin6Asym templates not found under {root}")
-    return head, mask
+    return HEAD_T1, BRAIN_MASK
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,6 @@ Setup errors (a skull-stripping method that cannot run here, a bad config) fail 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -19,35 +18,12 @@ import tempfile
 import time
 import traceback
 
+from ldae import files, verbs
+from ldae.preprocess.description import runtime_container, steps_text, tool_versions
+
 log = logging.getLogger("ldae.preprocess")
 
 STEPS = ("n4", "register", "skullstrip")
-# Mirrors workflow/schemas/config.schema.yaml (tests check they agree); used when run outside Snakemake.
-DEFAULTS: dict = {
-    "steps": ["n4", "skullstrip", "register"],
-    "threads": 4,
-    "n4": {"shrink_factor": 6, "iterations": [50, 50, 50], "tolerance": 0.001, "spline_distance_mm": 200, "mask": "head"},
-    "registration": {
-        "type": "affine",
-        "template": "",
-        "template_mask": "",
-        "space": "",
-        "resolution_mm": 3.0,
-        "output_voxel_mm": 1.0,
-        "metric": "mattes",
-        "sampling_rate": 0.25,
-        "shrink_factors": [4, 2, 1],
-        "smoothing_sigmas": [2, 1, 0],
-        "iterations": [200, 100, 50],
-        "syn_iterations": [40, 20, 0],
-        "interpolation": "linear",
-        "min_similarity": 0.5,
-        "seed": 1,
-    },
-    "skullstrip": {"method": "deepbet", "threshold": 0.5, "dilate": 0, "device": "auto", "antspynet_cache": ""},
-    "qc": {"min_brain_ml": 700, "max_brain_ml": 2500, "min_voxel_mm": 0.2, "max_voxel_mm": 6.0},
-    "group_size": 50,
-}
 # Keys that change how fast, not what: left out of the rule's params so changing them reruns nothing.
 RUNTIME_KEYS = ("threads", "group_size")
 
@@ -57,13 +33,9 @@ class ConfigError(ValueError):
 
 
 def resolve_config(cfg: dict | None) -> dict:
-    """`cfg` over DEFAULTS (one level of nesting), validated."""
-    merged = copy.deepcopy(DEFAULTS)
-    for key, value in (cfg or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
-        else:
-            merged[key] = value
+    """The `preprocess` section over the schema's defaults (:func:`ldae.verbs.section`: an unknown key is an
+    error naming it), validated."""
+    merged = verbs.section("preprocess", cfg or {})
     steps = list(merged["steps"])
     unknown = [s for s in steps if s not in STEPS]
     if unknown or len(set(steps)) != len(steps):
@@ -151,7 +123,7 @@ def preprocess_session(
         if record.get("current_step") != "write":
             record["reason"] = _step_error(record.get("current_step", "preprocess"), error)
         else:  # the disk, not the scan: fail the job (Snakemake reruns it), leaving nothing behind
-            _remove(written + [naming.temp_name(p) for p in paths.outputs_on_pass().values()])
+            _remove(written + [files.temp_name(p) for p in paths.outputs_on_pass().values()])
             _remove(paths.outputs_on_pass().values())
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -164,11 +136,11 @@ def preprocess_session(
         shutil.rmtree(scratch, ignore_errors=True)
         record.pop("current_step", None)
     if record["status"] != "pass":
-        _remove(written + [naming.temp_name(p) for p in paths.outputs_on_pass().values()])
+        _remove(written + [files.temp_name(p) for p in paths.outputs_on_pass().values()])
         _remove(paths.outputs_on_pass().values())
         record["outputs"] = {}
     record["seconds"] = round(time.perf_counter() - start, 2)
-    naming.write_json_atomic(paths.qc_json, record)
+    files.write_json(paths.qc_json, record, trailing_newline=True)
     return record
 
 
@@ -246,12 +218,12 @@ def _run_steps(t1w: str, cfg: dict, scratch: str, record: dict) -> dict:
 
 
 def _sidecar(record: dict, cfg: dict, result: dict, rel: dict) -> dict:
-    from ldae.preprocess import naming, templates
+    from ldae.preprocess import templates
 
     template_path, mask_path = templates.template_paths(cfg["registration"])
     image = result["image"]
     return {
-        "Description": "N4 bias-corrected, registered to the template and skull-stripped T1w",
+        "Description": f"T1w after {steps_text(cfg)[0]}",
         "SkullStripped": True,
         "Sources": [f"bids::{record['t1w']}"] if not os.path.isabs(record["t1w"]) else [record["t1w"]],
         # BIDS: a single string (URI); the template's details go in the custom key "Template"
@@ -266,8 +238,8 @@ def _sidecar(record: dict, cfg: dict, result: dict, rel: dict) -> dict:
         "Steps": list(cfg["steps"]),
         "StepParameters": result["params"],
         "Configuration": {k: v for k, v in cfg.items() if k not in ("threads", "group_size")},
-        "ToolVersions": naming.tool_versions(),
-        "Container": naming.runtime_container(),
+        "ToolVersions": tool_versions(),
+        "Container": runtime_container(),
         "Input": record.get("input", {}),
         "QC": record["metrics"],
         "Files": {"mask": os.path.basename(rel["mask"]), "transform": os.path.basename(rel["transform"])},
@@ -277,13 +249,13 @@ def _sidecar(record: dict, cfg: dict, result: dict, rel: dict) -> dict:
 def _write_outputs(result: dict, paths, root: str, cfg: dict, record: dict, written: list[str]) -> None:
     import ants
 
-    from ldae.preprocess import naming, qc
+    from ldae.preprocess import qc
 
     rel = paths.relative(root)
     record["outputs"] = {"image": rel.image, "mask": rel.mask, "transform": rel.transform, "sidecar": rel.sidecar, "qc_png": rel.qc_png}
     for folder in {os.path.dirname(p) for p in (paths.image, paths.qc_png)}:
         os.makedirs(folder, exist_ok=True)
-    staged = {key: naming.temp_name(path) for key, path in paths.outputs_on_pass().items()}
+    staged = {key: files.temp_name(path) for key, path in paths.outputs_on_pass().items()}
     written.extend(staged.values())
     ants.image_write(result["image"], staged["image"])
     ants.image_write(result["mask"].clone("unsigned char"), staged["mask"])

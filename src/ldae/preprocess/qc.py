@@ -16,6 +16,8 @@ from collections import Counter
 
 import numpy as np
 
+from ldae import files
+
 QC_COLUMNS = [
     "participant_id",
     "session_id",
@@ -155,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ldae preproc-qc: {len(missing)} QC records missing, e.g. {missing[0]}", file=sys.stderr)
         return 1
     table = pd.DataFrame(rows, columns=QC_COLUMNS)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = naming.temp_name(args.out)
-    table.to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.4f")
-    os.replace(tmp, args.out)
+    files.write_tsv(table, args.out, na_rep="", float_format="%.4f")
     line = summary_line(rows)
     if args.montage:
         montage(table, args.derivatives, args.montage, line, args.montage_count)
@@ -180,7 +179,6 @@ def montage(table, root: str, path: str, title: str, count: int = 12) -> None:
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
-    from ldae.preprocess import naming
 
     passed = table[(table.status == PASS) & (table.qc_png != "")].sort_values("similarity").head(count)
     columns = 3
@@ -194,8 +192,6 @@ def montage(table, root: str, path: str, title: str, count: int = 12) -> None:
         axes[0, 0].text(0.5, 0.5, "no session passed", ha="center", va="center")
     fig.suptitle(f"{title}\nleast similar to the template first", fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = naming.temp_name(path)
-    fig.savefig(tmp, format="png")
+    with files.atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -26,8 +26,6 @@ config), metrics.csv, summary.json, best.ckpt/last.ckpt (links into the run fold
 
 from __future__ import annotations
 
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,37 +33,12 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from ldae.models.autoencoder import AE_DEFAULTS
-from ldae.training import common, stage
+from ldae import verbs
+from ldae.data.images import ImageDataset, records_of
+from ldae.training import stage
 
 STAGE = "autoencoder"
 PAPER_PARAMETERS = "~14M (paper, Table 2)"
-
-# the config's `network` keys: the model's defaults minus what the stage fixes or configures elsewhere
-NETWORK_DEFAULTS: dict[str, Any] = {
-    key: value for key, value in AE_DEFAULTS.items()
-    if key not in ("spatial_dims", "in_channels", "out_channels", "perceptual_network", "perceptual_fake_3d_ratio")
-}
-
-DEFAULTS: dict[str, Any] = {
-    "network": NETWORK_DEFAULTS,
-    "init_weights": "",
-    "perceptual_weights": "",
-    "perceptual_fake_3d_ratio": 0.5,
-    "loss": {"l1": 1.0, "kl": 1e-7, "perceptual": 0.001, "adversarial": 0.025},
-    "adversarial_activation": "none",
-    "lr": 5e-5,
-    "disc_lr": 1e-4,
-    "ema_decay": 0.0,
-    "selection_metric": "ssim",
-    "cache": "disk",
-    "train": {
-        "max_epochs": 20, "max_steps": -1, "batch_size": 1, "accumulate_grad_batches": 8,
-        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 1, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
-    },
-}
-
 
 ADVERSARIAL_ACTIVATIONS = ("none", "leaky_relu")  # LSGAN on the raw logits (authors) | MONAI's LeakyReLU(0.05)
 SELECTION_METRICS = {"ssim": ("val/ssim", "max"), "l1": ("val/l1", "min")}  # paper | authors' code
@@ -217,35 +190,34 @@ def build_module(cfg: Mapping[str, Any]) -> tuple[AutoencoderModule, list[str], 
     from ldae.models import build_autoencoder, build_perceptual_loss, load_pretrained_autoencoder
 
     net = network_config(cfg)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+
+    def build():
         perceptual = None
         if cfg["loss"]["perceptual"] > 0:
             perceptual = build_perceptual_loss(net, cfg["perceptual_weights"] or None)
         autoencoder = load_pretrained_autoencoder(build_autoencoder(net), cfg["init_weights"] or None)
-    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)
-                and ("not found" in str(w.message))]
-    for message in messages:
-        stage.log.warning(message)
+        return AutoencoderModule(cfg, perceptual, autoencoder)
+
+    module, messages = stage.build_quietly(build)
     status = {
-        "perceptual_enabled": perceptual is not None,
+        "perceptual_enabled": module.perceptual is not None,
         "init_weights_loaded": bool(cfg["init_weights"]) and Path(cfg["init_weights"]).is_file(),
     }
-    return AutoencoderModule(cfg, perceptual, autoencoder), messages, status
+    return module, messages, status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage.stage_parser("train-autoencoder", "stage 1: AutoencoderKL + patch GAN on preprocessed images")
     args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
+    verbs.setup(args.threads)
     from ldae.models import count_parameters
 
-    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    cfg = verbs.section(STAGE, args.config)
     monitor, mode = selection(cfg)
-    images = stage.parse_config_arg(args.images)
+    images = verbs.parse_config_arg(args.images)
     settings, run_dir = stage.run_settings(args, cfg)
 
-    table = stage.image_table(args)
+    table = records_of(args)
     train_paths = table.image[table.split == "train"].tolist()
     val_paths = table.image[table.split == "val"].tolist()
     if not train_paths:
@@ -257,33 +229,20 @@ def main(argv: list[str] | None = None) -> int:
     pl.seed_everything(settings["seed"], workers=True)
     module, messages, status = build_module(cfg)
     resolved = {"stage": STAGE, "config": cfg, "images": images, "warnings": messages, **status}
-    common.save_resolved_config(resolved, run_dir)
 
     cache_dir = run_dir / "cache"
-    train_ds = stage.ImageDataset(train_paths, images, cfg["cache"], cache_dir)
-    val_ds = stage.ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
-    trainer = common.build_trainer(
-        {**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
-        run_dir, monitor=monitor if val_ds else None, mode=mode, ema_decay=cfg["ema_decay"] or None,
-        callbacks=[stage.SaveLastAtEnd(run_dir)], find_unused_parameters=True,
-    )
-    started = time.time()
-    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
-                stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
-                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
-    if not trainer.is_global_zero:
-        return 0
-    source, best_score = stage.selected_checkpoint(trainer, run_dir, monitor)
-    weights = stage.checkpoint_state(source, "autoencoder.")
+    train_ds = ImageDataset(train_paths, images, cfg["cache"], cache_dir)
+    val_ds = ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
     summary = {
-        "stage": STAGE, "selected_checkpoint": source.name, "selection": f"{mode} {monitor}",
-        f"best_{monitor.replace('/', '_')}": best_score,
-        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
+        "selection": f"{mode} {monitor}", "resumed": resumed,
         "parameters": {"autoencoder": count_parameters(module.autoencoder),
                        "discriminator": count_parameters(module.discriminator),
                        "paper_autoencoder": PAPER_PARAMETERS},
         "n_train": len(train_paths), "n_val": len(val_paths), "warnings": messages, **status,
-        "seconds_this_run": round(time.time() - started, 1),
     }
-    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
-    return 0
+    return stage.fit_and_publish(
+        args, module, resolved, settings, run_dir, train_ds, val_ds,
+        lambda source: stage.checkpoint_state(source, "autoencoder."), summary, monitor, mode, cfg["ema_decay"],
+        trainer_settings={"accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
+        find_unused_parameters=True,
+    )

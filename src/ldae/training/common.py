@@ -4,8 +4,8 @@ A run folder holds everything of one stage:
     <run>/config.yaml          the resolved stage config it was trained with
     <run>/checkpoints/last.ckpt  written every `checkpoint_every_n_steps` and at the end (resume point)
     <run>/checkpoints/best.ckpt  best validation metric (stages with model selection)
-    <run>/metrics.csv          CSV log (TensorBoard too, when installed)
-    <run>/weights.pt           plain state dict of the model that downstream rules load (weights_only)
+    <run>/logs/metrics.csv     CSV log (TensorBoard too, when installed)
+The published model folder (weights.pt, ...) is :func:`ldae.training.stage.fit_and_publish`'s (ldae.models.io).
 A restarted rule (SLURM timeout, requeue, crash) resumes from the newest of last.ckpt and Lightning's
 hpc_ckpt_*.ckpt with the optimizer, scheduler, EMA and loop state, so no step is trained twice.
 """
@@ -15,49 +15,30 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import yaml
+
+from ldae import verbs
+from ldae.files import atomic_output
 
 log = logging.getLogger("ldae.training")
 
-# Keys every stage's `train:` sub-section may set (defaults here; the schema documents them).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 1,
-    "max_steps": -1,
-    "batch_size": 1,
-    "accumulate_grad_batches": 1,
-    "gradient_clip_val": 1.0,  # gradient norm clipping in every stage (authors' code); null: off
-    "precision": "auto",  # auto: bf16-mixed on GPUs that support it, else 32-true (authors: 16-mixed)
-    "num_workers": 2,
-    "checkpoint_every_n_steps": 500,
-    "val_every_n_epochs": 1,
-    "log_every_n_steps": 10,
-    "seed": 0,
-    "devices": "auto",  # number of GPUs (the rule passes its `gpus` resource); CPU when none
-    "cpu_processes": 1,  # DDP processes (gloo) when no GPU is visible; 1: a single process
-}
+def train_settings(section: dict) -> dict[str, Any]:
+    """A stage's resolved `train:` sub-section (every key the schema lists for it) + ``devices`` (default auto: the
+    rule passes its `gpus` resource); an unknown or missing key is an error naming it."""
+    from ldae.verbs import schema_defaults
 
-
-def train_settings(section: dict | None) -> dict[str, Any]:
-    settings = dict(TRAIN_DEFAULTS)
-    unknown = sorted(set(section or {}) - set(settings))
+    known = set(schema_defaults("ldm.train"))  # the same keys in every stage's `train:`
+    unknown = sorted(set(section) - known - {"devices"})
     if unknown:
-        raise ValueError(f"unknown training key(s) {unknown}; known: {sorted(settings)}")
-    settings.update(section or {})
-    return settings
-
-
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+        raise ValueError(f"unknown training key(s) {unknown}; known: {sorted(known)}")
+    missing = sorted(known - set(section))
+    if missing:
+        raise ValueError(f"training key(s) {missing} missing (resolve the stage section with ldae.verbs.section)")
+    return {"devices": "auto", **section}
 
 
 def accelerator_and_devices(devices, cpu_processes: int = 1) -> tuple[str, Any]:
@@ -84,36 +65,11 @@ def resume_checkpoint(run_dir: Path) -> str | None:
 
 
 def save_resolved_config(config: dict, run_dir: Path) -> None:
+    """The resolved config the run trains with (``<run>/config.yaml``, as in the published model folder)."""
+    from ldae.models.io import save_config
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-
-
-def write_atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def save_weights_atomic(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Plain tensors only, so downstream rules load them with torch.load(..., weights_only=True)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_weights(path: str | os.PathLike, what: str, config_key: str) -> dict[str, torch.Tensor]:
-    """A weights file written by an earlier rule; a missing file is an error naming the key, never random init."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path} (config {config_key}); run the rule that makes it")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    save_config(config, run_dir)
 
 
 def _keep_earlier_csv(run_dir: Path) -> None:
@@ -249,7 +205,7 @@ def build_trainer(
             accelerator=accelerator,
             devices=devices,
             strategy=("ddp_find_unused_parameters_true" if find_unused_parameters else "ddp") if multi else "auto",
-            precision=resolve_precision(settings["precision"]),
+            precision=verbs.resolve_precision(settings["precision"]),
             max_epochs=settings["max_epochs"],
             max_steps=settings["max_steps"],
             accumulate_grad_batches=settings["accumulate_grad_batches"],
@@ -270,15 +226,12 @@ def publish_metrics(run_dir: Path, target: Path) -> None:
     logs = Path(run_dir) / "logs"
     parts = [*sorted(logs.glob("metrics-*.csv")), logs / "metrics.csv"]
     parts = [part for part in parts if part.is_file() and part.stat().st_size > 0]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    if len(parts) == 1:
-        shutil.copyfile(parts[0], tmp)
-    elif parts:
-        import pandas as pd
+    with atomic_output(target) as tmp:
+        if len(parts) == 1:
+            shutil.copyfile(parts[0], tmp)
+        elif parts:
+            import pandas as pd
 
-        pd.concat([pd.read_csv(part) for part in parts], ignore_index=True).to_csv(tmp, index=False)
-    else:
-        Path(tmp).write_text("")
-    os.replace(tmp, target)
+            pd.concat([pd.read_csv(part) for part in parts], ignore_index=True).to_csv(tmp, index=False)
+        else:
+            Path(tmp).write_text("")

@@ -1,7 +1,7 @@
 """`ldae encode-latents`: every QC-passed session through the trained AutoencoderKL encoder, once.
 
 Stores one seeded posterior SAMPLE per session (``sample: true``, the authors' code; ``false``: the posterior mean
-``z_mu``) of every session of every split in a :class:`ldae.training.data.LatentStore` (``latents.npy``
+``z_mu``) of every session of every split in a :class:`ldae.data.latents.LatentStore` (``latents.npy``
 N x C x d x h x w float32, ``index.tsv`` row -> session/split/metadata/image, ``scale.json``). The scale factor is
 ``scale_factor`` when set (0.873, the authors' hard-coded value for THEIR autoencoder) or, with ``null``, ``1 / std``
 over the TRAINING latents only (Rombach et al. App. G). ``scale.json`` records which (``scale_source``), the
@@ -19,12 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ldae import verbs
+from ldae.data.images import ImageDataset, records_of
+from ldae.data.latents import LatentStore
+from ldae.models import io
 from ldae.training import stage
 
 log = logging.getLogger("ldae.training")
 
 STAGE = "latents"
-DEFAULTS: dict[str, Any] = {"sample": True, "scale_factor": 0.873, "seed": 0, "batch_size": 1, "num_workers": 2}
 INDEX_COLUMNS = ("participant_id", "session_id", "months", "age", "diagnosis", "split", "probe_split", "image")
 
 
@@ -47,19 +50,16 @@ def scale_factor(cfg: dict[str, Any], train: np.ndarray) -> tuple[float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage.stage_parser("encode-latents", "encode every session once with the stage-1 autoencoder")
-    parser.add_argument("--autoencoder-weights", required=True, type=Path)
-    parser.add_argument("--autoencoder-config", required=True, type=Path)
+    parser.add_argument("--autoencoder", required=True, type=Path, help="stage-1 model folder (rule train_autoencoder)")
     args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
-    from ldae.models.io import load_autoencoder
-    from ldae.training.data import LatentStore
+    verbs.setup(args.threads)
 
-    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
-    images = stage.parse_config_arg(args.images)
+    cfg = verbs.section(STAGE, args.config)
+    images = verbs.parse_config_arg(args.images)
     device = torch.device("cuda" if torch.cuda.is_available() and args.devices not in ("0", 0) else "cpu")
-    ae = load_autoencoder(args.autoencoder_weights, args.autoencoder_config, device)
-    table = stage.image_table(args)
-    dataset = stage.ImageDataset(table.image.tolist(), images, cache="none")
+    ae = io.load_autoencoder(args.autoencoder, device)
+    table = records_of(args)
+    dataset = ImageDataset(table.image.tolist(), images, cache="none")
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
                                          num_workers=int(cfg["num_workers"]))
     started = time.time()
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale_over": "train split", "n_train": int(len(train)), "n_total": int(len(latents)),
         "train_std": train_std, "train_mean": float(train.mean(dtype=np.float64)),
         "latent_shape": list(latents.shape[1:]), "config": cfg, "images": images,
-        "autoencoder_weights": str(args.autoencoder_weights), "seconds": round(time.time() - started, 1),
+        "autoencoder_weights": str(io.weights_file(args.autoencoder)), "seconds": round(time.time() - started, 1),
         "paper_hardcoded_scale": 0.8730,
     }
     LatentStore(Path(args.out_dir)).write(latents, index, scale, meta)

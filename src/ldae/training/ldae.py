@@ -23,8 +23,6 @@ summary.json (parameter counts beside the paper's ~920M), best.ckpt/last.ckpt (l
 
 from __future__ import annotations
 
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,39 +30,22 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from ldae.models.semantic_encoder import ENCODER_DEFAULTS as MODEL_ENCODER_DEFAULTS
+from ldae import verbs
+from ldae.data.images import ImageDataset, records_of
+from ldae.data.latents import LatentStore
+from ldae.models import io
 from ldae.models.semantic_encoder import resolve_encoder_config
-from ldae.training import common, stage
+from ldae.training import stage
 
 STAGE = "ldae"
 PAPER_PARAMETERS = "~920M (paper, full model)"
 FROZEN_PREFIX = "estimator.ldm."
 
-# the config's `encoder` keys: the model's defaults, with "" (the config's blank) for no pretrained file
-ENCODER_DEFAULTS: dict[str, Any] = {**MODEL_ENCODER_DEFAULTS, "pretrained_path": ""}
-DEFAULTS: dict[str, Any] = {
-    "encoder": ENCODER_DEFAULTS,
-    "estimator": {"share_middle_block": False, "init_branch_from_ldm": False, "dropout": None},
-    "gamma": 0.1,
-    "lr": 2.5e-5,
-    "ema_decay": 0.999,
-    "guidance": "score",
-    "val_ddim_steps": 100,
-    "val_max_sessions": 0,
-    "cache": "disk",
-    "train": {
-        "max_epochs": 200, "max_steps": -1, "batch_size": 4, "accumulate_grad_batches": 2,
-        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 500,
-        "val_every_n_epochs": 5, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
-    },
-}
-
-
 class PairDataset(torch.utils.data.Dataset):
     """(image, scaled latent) of the same session: images through the cached MONAI transforms, latents from the
     latent store."""
 
-    def __init__(self, images: stage.ImageDataset, latents, rows: list[int], scale: float):
+    def __init__(self, images: ImageDataset, latents, rows: list[int], scale: float):
         if len(images) != len(rows):
             raise ValueError("one latent row per image expected")
         self.images, self.latents, self.rows, self.scale = images, latents, list(rows), float(scale)
@@ -171,8 +152,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
 def build_module(cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0,
                  ddim=None):
     """The stage-3 module; the stage-2 U-Net comes from ``ldm_weights`` (hard error if absent or mismatching)."""
-    from ldae.models import load_frozen_unet
-    from ldae.models.io import load_schedule, stage_section
+    from ldae.models.io import load_frozen_unet, load_schedule, stage_section
 
     ldm_section = stage_section(ldm_config, "ldm")
     unet = load_frozen_unet(ldm_section["network"], ldm_weights)
@@ -191,42 +171,52 @@ def parameter_counts(module: LDAEModule) -> dict[str, Any]:
             "paper": PAPER_PARAMETERS}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = stage.stage_parser("train-ldae", "stage 3: LDAE (semantic encoder + gradient estimator, PDAE loss)")
-    parser.add_argument("--latents", required=True, type=Path, help="latent store folder (rule encode_latents)")
-    parser.add_argument("--ldm-weights", required=True, type=Path, help="stage-2 weights.pt (rule train_ldm)")
-    parser.add_argument("--ldm-config", required=True, type=Path, help="stage-2 config.yaml (rule train_ldm)")
-    parser.add_argument("--autoencoder-weights", required=True, type=Path)
-    parser.add_argument("--autoencoder-config", required=True, type=Path)
-    parser.add_argument("--ddim", default="", help="the `ddim` config section (validation sampler), JSON/YAML")
-    args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
-    from ldae.diffusion import DDIMSettings
-    from ldae.models.io import load_autoencoder, read_config
-    from ldae.training.data import LatentStore
-
-    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
-    cfg["encoder"] = resolve_encoder_config(cfg["encoder"], f"{STAGE}.encoder")  # y_dim: null -> the resolved int
-    images = stage.parse_config_arg(args.images)
-    ddim = DDIMSettings.from_config(stage.parse_config_arg(args.ddim))
-    settings, run_dir = stage.run_settings(args, cfg)
-
-    # stage 2 first: a missing or mismatching LDM stops here, before anything else is done
-    for path, what in ((args.ldm_weights, "weights"), (args.ldm_config, "config")):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"stage-2 LDM {what} not found: {path}; run rule train_ldm first "
-                                    "(stage 3 never trains on a randomly initialised LDM)")
-    ldm_config = read_config(args.ldm_config)
-    store = LatentStore(Path(args.latents))
-    latents, index, scale = store.read()
+def check_ldm_matches(ldm_config: Mapping[str, Any], ldm: Path, store: LatentStore, latents, scale: float) -> None:
+    """The stage-2 LDM must have been trained on these latents (shape and scale factor)."""
     ldm_latents = ldm_config.get("latents", {})
     if list(ldm_latents.get("shape", latents.shape[1:])) != list(latents.shape[1:]) or abs(
             float(ldm_latents.get("scale_factor", scale)) - scale) > 1e-6 * max(1.0, abs(scale)):
-        raise ValueError(f"the stage-2 LDM ({args.ldm_config}) was trained on other latents "
+        raise ValueError(f"the stage-2 LDM ({io.config_file(ldm)}) was trained on other latents "
                          f"(shape {ldm_latents.get('shape')}, scale {ldm_latents.get('scale_factor')}) than "
-                         f"{args.latents} (shape {list(latents.shape[1:])}, scale {scale}); rerun rule train_ldm")
+                         f"{store.root} (shape {list(latents.shape[1:])}, scale {scale}); rerun rule train_ldm")
 
-    table = stage.image_table(args)
+
+def publishable(source: Path) -> dict:
+    """encoder.* + estimator.* of a checkpoint, without the frozen LDM (stored once, in the LDM's folder)."""
+    weights = stage.prefixed_state(source, "encoder.")
+    weights.update({k: v for k, v in stage.prefixed_state(source, "estimator.").items()
+                    if not k.startswith(FROZEN_PREFIX)})
+    return weights
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage.stage_parser("train-ldae", "stage 3: LDAE (semantic encoder + gradient estimator, PDAE loss)")
+    parser.add_argument("--latents", required=True, type=Path, help="latent store folder (rule encode_latents)")
+    parser.add_argument("--ldm", required=True, type=Path, help="stage-2 model folder (rule train_ldm)")
+    parser.add_argument("--autoencoder", required=True, type=Path, help="stage-1 model folder (rule train_autoencoder)")
+    parser.add_argument("--ddim", default="", help="the `ddim` config section (validation sampler), JSON/YAML")
+    args = parser.parse_args(argv)
+    verbs.setup(args.threads)
+    from ldae.diffusion import DDIMSettings
+
+    cfg = verbs.section(STAGE, args.config)
+    cfg["encoder"] = resolve_encoder_config(cfg["encoder"], f"{STAGE}.encoder")  # y_dim: null -> the resolved int
+    images = verbs.parse_config_arg(args.images)
+    ddim = DDIMSettings.from_config(verbs.section("ddim", args.ddim))
+    settings, run_dir = stage.run_settings(args, cfg)
+
+    # stage 2 first: a missing or mismatching LDM stops here, before anything else is done
+    ldm_files = [io.weights_file(args.ldm), io.config_file(args.ldm)]
+    for path, what in zip(ldm_files, ("weights", "config")):
+        if not path.is_file():
+            raise FileNotFoundError(f"stage-2 LDM {what} not found: {path}; run rule train_ldm first "
+                                    "(stage 3 never trains on a randomly initialised LDM)")
+    ldm_config = io.read_config(args.ldm)
+    store = LatentStore(Path(args.latents))
+    latents, index, scale = store.read()
+    check_ldm_matches(ldm_config, args.ldm, store, latents, scale)
+
+    table = records_of(args)
     pairs = index.reset_index().rename(columns={"index": "row"}).merge(
         table[["participant_id", "session_id", "image"]].rename(columns={"image": "path"}),
         on=["participant_id", "session_id"], how="inner")
@@ -236,50 +226,30 @@ def main(argv: list[str] | None = None) -> int:
         val = val.iloc[: int(cfg["val_max_sessions"])]
     if train.empty:
         raise SystemExit("train-ldae: no training session with both an image and a latent")
-    files = [args.qc, args.sessions, args.splits, store.array_path, store.index_path, store.scale_path,
-             args.ldm_weights, args.ldm_config, args.autoencoder_weights, args.autoencoder_config, *pairs.path]
+    files = [args.qc, args.sessions, args.splits, *store.files, *ldm_files, io.weights_file(args.autoencoder),
+             io.config_file(args.autoencoder), *pairs.path]
     if cfg["encoder"]["pretrained_path"] and Path(cfg["encoder"]["pretrained_path"]).is_file():
         files.append(cfg["encoder"]["pretrained_path"])
     stamp = stage.fingerprint({"ldae": cfg, "images": images, "ddim": ddim.as_config()}, files)
     resumed = stage.prepare_run_dir(run_dir, stamp)
 
     pl.seed_everything(settings["seed"], workers=True)
-    autoencoder = load_autoencoder(args.autoencoder_weights, args.autoencoder_config)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = build_module(cfg, args.ldm_weights, ldm_config, autoencoder, scale, ddim)
-    messages = [str(w.message) for w in caught if "not found" in str(w.message)]
-    for message in messages:
-        stage.log.warning(message)
+    autoencoder = io.load_autoencoder(args.autoencoder)
+    module, messages = stage.build_quietly(
+        lambda: build_module(cfg, io.weights_file(args.ldm), ldm_config, autoencoder, scale, ddim))
     resolved = {
         "stage": STAGE, "config": cfg, "images": images, "ddim": ddim.as_config(),
         "ldm": {"network": ldm_config["config"]["network"], "diffusion": ldm_config["config"]["diffusion"]},
         "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale}, "warnings": messages,
     }
-    common.save_resolved_config(resolved, run_dir)
-
     cache_dir = run_dir / "cache"
-    train_ds = PairDataset(stage.ImageDataset(train.path.tolist(), images, cfg["cache"], cache_dir),
-                           latents, train.row.tolist(), scale)
-    val_ds = (PairDataset(stage.ImageDataset(val.path.tolist(), images, cfg["cache"], cache_dir),
-                          latents, val.row.tolist(), scale) if len(val) else None)
-    trainer = common.build_trainer(settings, run_dir, monitor="val/ssim" if val_ds else None, mode="max",
-                                   ema_decay=cfg["ema_decay"] or None, callbacks=[stage.SaveLastAtEnd(run_dir)])
-    started = time.time()
-    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
-                stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
-                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
-    if not trainer.is_global_zero:
-        return 0
-    source, best_score = stage.selected_checkpoint(trainer, run_dir, "val/ssim")
-    weights = {f"encoder.{k}": v for k, v in stage.checkpoint_state(source, "encoder.").items()}
-    weights.update({f"estimator.{k}": v for k, v in stage.checkpoint_state(source, "estimator.").items()
-                    if not k.startswith("ldm.")})
-    summary = {
-        "stage": STAGE, "selected_checkpoint": source.name, "best_val_ssim": best_score,
-        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
-        "parameters": parameter_counts(module), "n_train": len(train), "n_val": len(val),
-        "warnings": messages, "seconds_this_run": round(time.time() - started, 1),
-    }
-    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
-    return 0
+
+    def pair_dataset(rows):
+        return PairDataset(ImageDataset(rows.path.tolist(), images, cfg["cache"], cache_dir), latents,
+                           rows.row.tolist(), scale)
+
+    summary = {"resumed": resumed, "parameters": parameter_counts(module), "n_train": len(train), "n_val": len(val),
+               "warnings": messages}
+    return stage.fit_and_publish(args, module, resolved, settings, run_dir, pair_dataset(train),
+                                 pair_dataset(val) if len(val) else None, publishable, summary, "val/ssim", "max",
+                                 cfg["ema_decay"])

@@ -12,39 +12,18 @@ factor), metrics.csv, summary.json (parameter count beside the paper's 486M), la
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
 import torch
 
-from ldae.models.ldm_unet import LDM_DEFAULTS
-from ldae.training import common, stage
+from ldae import verbs
+from ldae.data.latents import LatentDataset, LatentStore
+from ldae.training import stage
 
 STAGE = "ldm"
 PAPER_PARAMETERS = "486M (paper: 'LDDIM @486M')"
-
-# the config's `network` keys: the model's defaults minus the dimensions (fixed) and the latent channels (from
-# the latent store)
-NETWORK_DEFAULTS: dict[str, Any] = {
-    key: value for key, value in LDM_DEFAULTS.items() if key not in ("spatial_dims", "latent_channels")
-}
-DIFFUSION_DEFAULTS: dict[str, Any] = {
-    "num_train_timesteps": 1000, "schedule": "linear_beta", "beta_start": 1e-4, "beta_end": 0.02,
-}
-DEFAULTS: dict[str, Any] = {
-    "network": NETWORK_DEFAULTS,
-    "diffusion": DIFFUSION_DEFAULTS,
-    "lr": 2.5e-5,
-    "ema_decay": 0.999,
-    "train": {
-        "max_epochs": 500, "max_steps": -1, "batch_size": 32, "accumulate_grad_batches": 2,
-        "gradient_clip_val": 1.0, "precision": "auto", "num_workers": 4, "checkpoint_every_n_steps": 1000,
-        "val_every_n_epochs": 10, "log_every_n_steps": 50, "seed": 0, "cpu_processes": 1,
-    },
-}
-
 
 class LDMModule(stage.StepSeeding, pl.LightningModule):
     """``self.unet`` (eps prediction on scaled latents) trained with the DDPM epsilon MSE."""
@@ -94,16 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                                 images=False)
     parser.add_argument("--latents", required=True, type=Path, help="latent store folder (rule encode_latents)")
     args = parser.parse_args(argv)
-    stage.setup_process(args.threads)
+    verbs.setup(args.threads)
     from ldae.models import count_parameters
-    from ldae.training.data import LatentDataset, LatentStore
 
-    cfg = stage.resolve_config(DEFAULTS, stage.parse_config_arg(args.config), STAGE)
+    cfg = verbs.section(STAGE, args.config)
     settings, run_dir = stage.run_settings(args, cfg)
     store = LatentStore(Path(args.latents))
     latents, index, scale = store.read()
-    stamp = stage.fingerprint({"ldm": cfg}, [store.array_path, store.index_path, store.scale_path])
-    resumed = stage.prepare_run_dir(run_dir, stamp)
+    resumed = stage.prepare_run_dir(run_dir, stage.fingerprint({"ldm": cfg}, store.files))
 
     pl.seed_everything(settings["seed"], workers=True)
     module = LDMModule(cfg, latent_channels=latents.shape[1])
@@ -112,26 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         "config": {**cfg, "network": {**cfg["network"], "latent_channels": int(latents.shape[1])}},
         "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale},
     }
-    common.save_resolved_config(resolved, run_dir)
     train_ds = LatentDataset(store, "train")
-    has_val = bool((index.split == "val").any())
-    val_ds = LatentDataset(store, "val") if has_val else None
-    trainer = common.build_trainer(settings, run_dir, ema_decay=cfg["ema_decay"] or None,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir)])
-    started = time.time()
-    trainer.fit(module, stage.loader(train_ds, settings, shuffle=True),
-                stage.loader(val_ds, settings, shuffle=False) if val_ds else None,
-                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
-    if not trainer.is_global_zero:
-        return 0
-    weights = stage.checkpoint_state(run_dir / "checkpoints" / "last.ckpt", "unet.")  # EMA weights when EMA is on
+    val_ds = LatentDataset(store, "val") if bool((index.split == "val").any()) else None
     n_params = count_parameters(module.unet)
     summary = {
-        "stage": STAGE, "selected_checkpoint": "last.ckpt (final EMA weights)",
-        "global_step": trainer.global_step, "epochs": trainer.current_epoch, "resumed": resumed,
+        "resumed": resumed,
         "parameters": {"unet": n_params, "unet_millions": round(n_params / 1e6, 1), "paper": PAPER_PARAMETERS},
         "n_train": len(train_ds), "n_val": len(val_ds) if val_ds else 0, "latent_scale_factor": scale,
-        "seconds_this_run": round(time.time() - started, 1),
     }
-    stage.publish(args.out_dir, run_dir, weights, resolved, summary)
-    return 0
+    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
+                                 lambda source: stage.checkpoint_state(source, "unet."),  # EMA weights when EMA is on
+                                 summary, ema_decay=cfg["ema_decay"])

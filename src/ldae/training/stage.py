@@ -1,99 +1,49 @@
-"""What the three training stages (and the latent encoding) share beyond :mod:`ldae.training.common`.
+"""What the training verbs share beyond :mod:`ldae.training.common` (the Lightning Trainer): one verb's run.
 
-* stage configs: :func:`resolve_config` merges the rule's config section over the stage's defaults (the paper
-  values; the schema documents the same keys) and rejects unknown keys;
-* the command line every stage verb accepts (:func:`stage_parser`);
+* the command line every training verb accepts (:func:`stage_parser`; config sections: :func:`ldae.verbs.section`);
 * the run folder's input fingerprint (:func:`prepare_run_dir`): a restarted rule resumes only when its inputs are
   the files the saved state was built from, otherwise it starts afresh;
-* image datasets over the preprocessing QC table with MONAI caching (:class:`ImageDataset`);
 * SSIM as the paper's code computes it (:func:`ssim_3d`);
 * per-step reseeding (:class:`StepSeeding`), so a resumed run draws the same noise, timesteps, dropout masks and
   data order as an uninterrupted one;
 * the loaders (:func:`loader`): samplers that split the data between DDP ranks (training: a (seed, epoch)
   permutation; validation: every session once), and a training loader whose position is checkpointed, so a run
   resumes in the middle of an epoch with the next batch (:class:`ResumableLoader`);
-* publishing a finished run into the rule's declared output folder (:func:`publish`).
+* :func:`fit_and_publish`: fit, select the checkpoint and publish the model folder (:func:`ldae.models.io.publish`),
+  the tail every training verb shares (each verb's ``main`` only prepares its data and module).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-import yaml
 
+from ldae import files, verbs
+from ldae.models import io
 from ldae.training import common
 
 log = logging.getLogger("ldae.training")
 
 
-# ------------------------------------------------------------------------------------------------ configs
-def resolve_config(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
-    """``given`` merged over ``defaults`` (recursively for dict-valued defaults); unknown keys are errors."""
-    out = copy.deepcopy(dict(defaults))
-    for key, value in (given or {}).items():
-        if key not in defaults:
-            raise ValueError(f"unknown config key {where}.{key}; known: {sorted(defaults)}")
-        if isinstance(defaults[key], dict) and defaults[key] and value is not None:
-            if not isinstance(value, Mapping):
-                raise ValueError(f"config key {where}.{key} must be a mapping, got {value!r}")
-            out[key] = resolve_config(defaults[key], value, f"{where}.{key}")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def parse_config_arg(text: str | None) -> dict[str, Any]:
-    """``--config``: JSON/YAML text (what the rules pass) or the path of a YAML file."""
-    if text is None or text == "":
-        return {}
-    path = Path(text)
-    if len(text) < 4096 and "\n" not in text and not text.lstrip().startswith("{") and path.is_file():
-        text = path.read_text()
-    try:  # JSON first: YAML 1.1 reads JSON's 1e-07 as a string
-        value = json.loads(text)
-    except ValueError:
-        value = yaml.safe_load(text)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"--config must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def read_stage_config(path_or_config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved stage config: given as a mapping, or read from a ``config.yaml`` written next to weights."""
-    from ldae.models.io import read_config
-
-    return read_config(path_or_config)
-
-
 # ------------------------------------------------------------------------------------------- command line
 def stage_parser(verb: str, description: str, images: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"ldae {verb}", description=description)
-    parser.add_argument("--config", default="", help="the stage's config section: JSON/YAML text or a YAML file")
-    parser.add_argument("--out-dir", required=True, type=Path, help="the rule's declared output folder")
+    parser = verbs.parser(verb, description)
+    parser.add_argument("--out-dir", required=True, type=Path, help="the rule's declared output folder (model folder)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="resumable run folder (Lightning checkpoints, logs); default <out-dir>/run")
     parser.add_argument("--devices", default="auto", help="GPUs for this job (the rule's gpus resource)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     if images:
-        parser.add_argument("--images", default="", help="the `images` config section (JSON/YAML)")
-        parser.add_argument("--qc", required=True, type=Path, help="preprocessing QC table (qc.tsv)")
-        parser.add_argument("--sessions", required=True, type=Path, help="session table")
-        parser.add_argument("--splits", required=True, type=Path, help="split table")
-        parser.add_argument("--derivatives", type=Path, default=None,
-                            help="root the QC table's `preproc` paths are relative to (default: its folder)")
+        verbs.add_table_args(parser)
     return parser
 
 
@@ -107,18 +57,6 @@ def run_settings(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple[dict
     """A training verb's trainer settings (its `train:` block + the rule's GPU count) and its run folder."""
     settings = common.train_settings({**cfg["train"], "devices": devices_arg(args.devices)})
     return settings, Path(args.run_dir or Path(args.out_dir) / "run")
-
-
-def setup_process(threads: int = 0) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    if threads and threads > 0:
-        torch.set_num_threads(int(threads))
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-    warnings.filterwarnings("ignore", message=".*Using ModelCheckpoint with manual optimization.*")
-    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
 def is_rank_zero() -> bool:
@@ -159,67 +97,11 @@ def prepare_run_dir(run_dir: Path, stamp: Mapping[str, Any]) -> bool:
             path.unlink()
         has_state = False
     run_dir.mkdir(parents=True, exist_ok=True)
-    common.write_atomic_text(state_file, json.dumps(dict(stamp), indent=2))
+    files.write_text(state_file, json.dumps(dict(stamp), indent=2))
     return has_state
 
 
-# ------------------------------------------------------------------------------------------------ images
-def image_table(args):
-    """The image table of the QC-passed sessions (see :func:`ldae.training.data.image_records`)."""
-    from ldae.training.data import image_records
-
-    root = args.derivatives if args.derivatives is not None else Path(args.qc).parent
-    return image_records(args.qc, args.sessions, args.splits, root)
-
-
-def build_image_transform(images_cfg: Mapping[str, Any]):
-    """The shared MONAI inference-time transforms (preprocessing owns them)."""
-    from ldae.data.transforms import build_transforms
-
-    return build_transforms(dict(images_cfg))
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """Preprocessed volumes through the shared MONAI transforms, with MONAI caching.
-
-    ``cache``: ``"memory"`` (``CacheDataset``), ``"disk"`` (``PersistentDataset`` under ``cache_dir``; the run folder,
-    which is wiped when its inputs change) or ``"none"``. Items: ``{"image": (1, X, Y, Z) float tensor, "index": i}``
-    (plain tensors: no MONAI metadata travels into the training loop).
-    """
-
-    def __init__(self, paths: list[str], images_cfg: Mapping[str, Any], cache: str = "none",
-                 cache_dir: str | os.PathLike | None = None, cache_workers: int = 0, transform=None):
-        from monai.data import CacheDataset, Dataset, PersistentDataset
-
-        transform = transform if transform is not None else build_image_transform(images_cfg)
-        data = [{"image": str(p)} for p in paths]
-        self.paths = list(map(str, paths))
-        if cache == "memory":
-            self.data = CacheDataset(data, transform, cache_rate=1.0, num_workers=cache_workers or None,
-                                     progress=False, copy_cache=False)
-        elif cache == "disk":
-            if cache_dir is None:
-                raise ValueError("cache 'disk' needs a cache_dir")
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self.data = PersistentDataset(data, transform, cache_dir=cache_dir)
-        elif cache == "none":
-            self.data = Dataset(data, transform)
-        else:
-            raise ValueError(f"unknown cache mode {cache!r} (memory, disk, none)")
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> dict:
-        image = self.data[index]["image"]
-        if hasattr(image, "as_tensor"):
-            image = image.as_tensor()
-        image = torch.as_tensor(image, dtype=torch.float32)
-        if image.ndim == 3:
-            image = image[None]
-        return {"image": image, "index": index}
-
-
+# ------------------------------------------------------------------------------------------------ loaders
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the running DDP process group; (0, 1) in a single process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -438,33 +320,59 @@ def checkpoint_state(path: str | os.PathLike, prefix: str) -> dict[str, torch.Te
     return found
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+def build_quietly(factory):
+    """``factory()`` with the "weights not found" warnings (an absent optional init file) caught, logged and
+    returned: ``(module, messages)`` (the messages go into config.yaml and summary.json)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = factory()
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning) and "not found" in str(w.message)]
+    for message in messages:
+        log.warning(message)
+    return module, messages
 
 
-def publish(out_dir: Path, run_dir: Path, weights: dict[str, torch.Tensor], config: Mapping[str, Any],
-            summary: Mapping[str, Any]) -> None:
-    """The run's final outputs in the rule's output folder: weights.pt, config.yaml, metrics.csv, summary.json,
-    plus best.ckpt/last.ckpt hard-linked from the run folder (no extra disk)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    common.save_weights_atomic(weights, out_dir / "weights.pt")
-    common.publish_metrics(run_dir, out_dir / "metrics.csv")
-    for name in ("best.ckpt", "last.ckpt"):
-        source = Path(run_dir) / "checkpoints" / name
-        if source.is_file():
-            _link_or_copy(source, out_dir / name)
-    common.write_atomic_text(out_dir / "summary.json", json.dumps(dict(summary), indent=2, default=str))
-    common.save_resolved_config(dict(config), out_dir)
+def publish_run(out_dir: Path, run_dir: Path, weights: dict[str, torch.Tensor], config: Mapping[str, Any],
+                summary: Mapping[str, Any]) -> None:
+    """The run's model folder (:func:`ldae.models.io.publish`) with the run's CSV log as metrics.csv and its
+    best.ckpt/last.ckpt hard-linked from the run folder (no extra disk)."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    io.publish(out_dir, weights, config, summary, {name: checkpoints / name for name in ("best.ckpt", "last.ckpt")})
+    common.publish_metrics(run_dir, Path(out_dir) / io.METRICS)
 
 
-def collect_warnings(caught: list) -> list[str]:
-    return [str(w.message) for w in caught]
+def prefixed_state(source: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` of a checkpoint, with the prefix kept."""
+    return {f"{prefix}{k}": v for k, v in checkpoint_state(source, prefix).items()}
 
 
-def count_m(n: int) -> str:
-    return f"{n / 1e6:.1f}M"
+def fit_and_publish(args, module, resolved: Mapping[str, Any], settings: Mapping[str, Any], run_dir: Path,
+                    train_ds, val_ds, weights, summary: Mapping[str, Any], monitor: str | None = None,
+                    mode: str = "max", ema_decay: float | None = None, trainer_settings: Mapping[str, Any] = (),
+                    find_unused_parameters: bool = False) -> int:
+    """Train ``module`` (resuming the run folder's state), then publish the model folder ``args.out_dir``.
+
+    ``weights(source) -> state dict``: what to publish of the selected checkpoint (best on ``monitor`` when there is
+    a validation split and a monitor, else last). ``summary``: the verb's own entries of summary.json;
+    ``trainer_settings``: settings of the Trainer only (e.g. stage 1's manual optimisation)."""
+    common.save_resolved_config(dict(resolved), run_dir)
+    trainer = common.build_trainer({**settings, **dict(trainer_settings)}, run_dir,
+                                   monitor=monitor if val_ds is not None else None, mode=mode,
+                                   ema_decay=ema_decay or None, callbacks=[SaveLastAtEnd(run_dir)],
+                                   find_unused_parameters=find_unused_parameters)
+    started = time.time()
+    trainer.fit(module, loader(train_ds, settings, shuffle=True),
+                loader(val_ds, settings, shuffle=False) if val_ds is not None else None,
+                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
+    if not trainer.is_global_zero:
+        return 0
+    if monitor:
+        source, best_score = selected_checkpoint(trainer, run_dir, monitor)
+        selected = {"selected_checkpoint": source.name, f"best_{monitor.replace('/', '_')}": best_score}
+    else:  # no model selection: the final (EMA) weights
+        source = Path(run_dir) / "checkpoints" / "last.ckpt"
+        selected = {"selected_checkpoint": "last.ckpt (final EMA weights)"}
+    out = {"stage": resolved["stage"], **selected, "global_step": trainer.global_step,
+           "epochs": trainer.current_epoch, **dict(summary), "seconds_this_run": round(time.time() - started, 1)}
+    publish_run(args.out_dir, run_dir, weights(source), resolved, out)
+    return 0
