@@ -16,13 +16,14 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-import bids_cohort
-from bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 from ldae.data import sessions as sessions_mod
 from ldae.data import splits as splits_mod
 from ldae.data import validate_bids
 from ldae.data.bids_layout import CLINICA_LAYOUT, Layout
 from ldae.data.tables import TableError, read_sessions
+
+from helpers import bids_cohort
+from helpers.bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

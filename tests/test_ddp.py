@@ -24,7 +24,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ci_config, cohort_args
+from helpers.cohort import cohort_args
+from helpers.config import ci_config
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch without the gloo backend")

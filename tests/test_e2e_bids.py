@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-import bids_cohort
-from bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 from ldae.data import synth, validate_bids
+
+from helpers import bids_cohort
+from helpers.bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "tests/configs/ci.yaml"

@@ -22,48 +22,12 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from helpers.rules import ACTION_RULES, RULES, cli_commands, directive, module_file, rule_verbs
+
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / "envs"
 CONTAINERS = ROOT / "containers"
-SRC = ROOT / "src"
-RULE_FILES = [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
-ACTIONS = ("shell:", "script:", "notebook:", "wrapper:", "cwl:", "template_engine:")
-
-
-# ---- the rules, read from the rule files ----------------------------------------------------------
-def rule_blocks() -> dict[str, tuple[Path, str]]:
-    """rule/checkpoint name -> (file, text of its block), for top-level rules in the rule files."""
-    blocks = {}
-    for path in RULE_FILES:
-        lines = path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            match = re.match(r"(rule|checkpoint)\s+(\w+)\s*:", line)
-            if not match:
-                continue
-            body = []
-            for nxt in lines[i + 1 :]:
-                if nxt.strip() and not nxt.startswith((" ", "\t", "#")):
-                    break
-                body.append(nxt)
-            blocks[match.group(2)] = (path, "\n".join(body))
-    return blocks
-
-
-RULES = rule_blocks()
-ACTION_RULES = sorted(name for name, (_, body) in RULES.items() if any(a in body for a in ACTIONS))
 ENV_NAMES = sorted(p.stem for p in ENVS.glob("*.yaml"))
-
-
-def directive(body: str, name: str) -> str | None:
-    """The text following `name:` in a rule block (same line or the next non-empty one)."""
-    match = re.search(rf"^\s+{name}:[ \t]*(.*)$", body, re.M)
-    if not match:
-        return None
-    value = match.group(1).strip()
-    if value:
-        return value
-    rest = body[match.end() :].lstrip("\n").splitlines()
-    return rest[0].strip() if rest else ""
 
 
 def test_rule_files_found():
@@ -252,25 +216,7 @@ def test_container_pip_extraction_matches_env_file():
         ] and set(pip + options) == {line for line in lines if line}
 
 
-# ---- what each rule imports ----------------------------------------------------------------------------
-def cli_commands() -> dict[str, str]:
-    tree = ast.parse((SRC / "ldae/cli.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
-            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
-            if getattr(target, "id", "") == "COMMANDS":
-                return {k.value: v.elts[0].value for k, v in zip(node.value.keys, node.value.values)}
-    raise AssertionError("COMMANDS not found in src/ldae/cli.py")
-
-
-def module_file(module: str) -> Path | None:
-    base = SRC / Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
+# ---- what each rule imports (rule_verbs, cli_commands, module_file: tests/helpers/rules.py) -------------------
 def optional(node: ast.AST, parents: dict) -> bool:
     """An import inside `try: ... except ImportError` (or ModuleNotFoundError/Exception) is optional."""
     while node in parents:
@@ -325,18 +271,6 @@ def third_party_imports(module: str) -> dict[str, str]:
                 elif top not in sys.stdlib_module_names and top != "__future__":
                     found.setdefault(top, current)
     return found
-
-
-def rule_verbs() -> list[tuple[str, str, str]]:
-    """(rule, env, verb) for every rule whose command is `python -m ldae.cli <verb>` / `ldae <verb>`."""
-    out = []
-    for rule in ACTION_RULES:
-        _, body = RULES[rule]
-        env = re.search(r'env_file\("(\w+)"\)', body)
-        verb = re.search(r"(?:-m ldae\.cli|\bldae)\s+([a-z][a-z0-9-]*)", body)
-        if env and verb:
-            out.append((rule, env.group(1), verb.group(1)))
-    return out
 
 
 @pytest.mark.parametrize("rule, env, verb", rule_verbs())

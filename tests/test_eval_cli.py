@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_eval_tiny import TINY_AE, TINY_DAE, TINY_ENC, TINY_LDM, _perturb
 
 from ldae import cli
 from ldae.data.tables import write_tsv_atomic
@@ -22,6 +21,8 @@ from ldae.evaluation.probes import TRIVIAL_ROW
 from ldae.evaluation.tables import read_table
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet
 from ldae.models.semantic_encoder import SemanticEncoder
+
+from helpers.tiny_models import TINY_AE, TINY_DAE, TINY_ENC, TINY_LDM, perturb
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|backbone weights).*")
@@ -77,8 +78,8 @@ def cohort(tmp_path_factory):
     torch.manual_seed(0)
     models = root / "models"
     ae = build_autoencoder(TINY_AE)
-    ldm = _perturb(build_ldm_unet(TINY_LDM))
-    est = _perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), 1)
+    ldm = perturb(build_ldm_unet(TINY_LDM))
+    est = perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), 1)
     enc = SemanticEncoder(TINY_ENC)
     for name in ("autoencoder", "latents", "ldm", "ldae"):
         (models / name).mkdir(parents=True)

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_eval_tiny import tiny_ldae, volumes
 
 from ldae.evaluation.figures import figure8_interpolation
 from ldae.evaluation.interpolate import enumerate_triplets, interpolation_study, stratify
 from ldae.evaluation.metrics import ssim
+
+from helpers.tiny_models import tiny_ldae, volumes
 
 torch.set_num_threads(1)
 

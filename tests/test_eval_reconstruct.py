@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_eval_tiny import tiny_dae, tiny_ldae, volumes
 
 from ldae.evaluation.embed import iterate_batches
 from ldae.evaluation.figures import manipulation_montage, reconstruction_examples
@@ -14,6 +13,8 @@ from ldae.evaluation.manipulate import choose_subjects, manipulate_scan, shift_c
 from ldae.evaluation.metrics import ImageMetrics
 from ldae.evaluation.probes import train_linear_probe
 from ldae.evaluation.reconstruct import ROWS, reconstruction_study, summarise_reconstruction
+
+from helpers.tiny_models import tiny_dae, tiny_ldae, volumes
 
 torch.set_num_threads(1)
 
