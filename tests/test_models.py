@@ -449,7 +449,7 @@ def test_voxel_dae_conditioning_and_loss():
     losses = []
     for _ in range(6):
         y = dae.encode(x0)
-        loss = eps_loss(lambda xt, tt: dae(xt, tt, y), x0, t, noise, sch)
+        loss = eps_loss(lambda xt, tt, y=y: dae(xt, tt, y), x0, t, noise, sch)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -91,7 +91,9 @@ def passed(head, tmp_path_factory):
 # ---- names -----------------------------------------------------------------------------------------------
 def test_derivative_names_are_bids():
     p = naming.preproc_paths("/d", "sub-ADNI011S0002", "ses-M006", "MNI152NLin2009aSym")
-    assert p.image == "/d/sub-ADNI011S0002/ses-M006/anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz"
+    assert p.image == (
+        "/d/sub-ADNI011S0002/ses-M006/anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz"
+    )
     assert p.mask.endswith("anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
     assert p.sidecar == p.image.replace(".nii.gz", ".json")
     assert p.transform.endswith("anat/sub-ADNI011S0002_ses-M006_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat")

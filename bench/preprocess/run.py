@@ -19,7 +19,9 @@ Quality, for both:
   with a careful NLin6 -> 2009a registration) over template brain points;
 - ours also: dice_skullstrip, our brain mask vs the true brain mask (both in template space).
 
-Usage: nice .venv/bin/python bench/preprocess/run.py --scans 3 --threads 2 --variant-scans 1 --out bench/results/preprocess.json
+Usage:
+    nice .venv/bin/python bench/preprocess/run.py --scans 3 --threads 2 --variant-scans 1 \
+        --out bench/results/preprocess.json
 """
 
 from __future__ import annotations
