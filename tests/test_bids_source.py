@@ -218,6 +218,7 @@ def dry_run(tmp_path, data: dict, *extra):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_dry_run_starts_from_the_bids_dataset(cohort, tmp_path):
     result = dry_run(tmp_path, {"source": "bids", "bids_dir": str(cohort), "bids": {**LAYOUT, "validate": True}})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -226,6 +227,7 @@ def test_dry_run_starts_from_the_bids_dataset(cohort, tmp_path):
     assert "adni_to_bids" not in result.stdout + result.stderr and "rule synthesize_adni:" not in result.stdout
 
 
+@pytest.mark.slow
 def test_blank_bids_dir_names_the_key(tmp_path):
     result = dry_run(tmp_path, {"source": "bids", "bids_dir": ""})
     assert result.returncode != 0 and "data.bids_dir" in result.stdout + result.stderr

@@ -27,8 +27,11 @@ import torch
 from helpers.cohort import cohort_args
 from helpers.config import ci_config
 
-pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                                reason="torch without the gloo backend")
+pytestmark = [
+    pytest.mark.slow,  # 2-process training runs: make test, not make test-fast
+    pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                       reason="torch without the gloo backend"),
+]
 
 PROBE = Path(__file__).parent / "ddp_probe.py"
 PROCESSES = 2

@@ -74,6 +74,7 @@ def workflow_rules():
     return {rule.name: rule for rule in rules}
 
 
+@pytest.mark.slow
 def test_parsed_rules_use_existing_env_files_and_matching_images(workflow_rules):
     checked = 0
     for name, rule in workflow_rules.items():
@@ -171,6 +172,17 @@ def dependency_closure(dists) -> set[str]:
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 stack.append(canonicalize_name(req.name))
     return seen
+
+
+@cache
+def env_closure(env: str) -> set[str]:
+    return dependency_closure(env_pins(env))
+
+
+@cache
+def installed_modules() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (a scan of site-packages: once per session)."""
+    return md.packages_distributions()
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)
@@ -280,8 +292,8 @@ def test_env_provides_what_the_rule_imports(rule, env, verb):
     module = commands[verb]
     if module_file(module) is None:
         pytest.skip(f"rule {rule}: `ldae {verb}` -> {module} is not written yet")
-    provided = dependency_closure(env_pins(env))
-    modules_to_dists = md.packages_distributions()
+    provided = env_closure(env)
+    modules_to_dists = installed_modules()
     missing = []
     for top, importer in sorted(third_party_imports(module).items()):
         dists = {canonicalize_name(d) for d in modules_to_dists.get(top, [])}

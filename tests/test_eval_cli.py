@@ -159,6 +159,7 @@ def test_baselines_trained_and_loadable(trained):
     assert sup(torch.rand(1, 1, *SHAPE)).shape == (1, 1)
 
 
+@pytest.mark.slow
 def test_evaluation_verbs_end_to_end(trained):
     root = trained
     emb, res = root / "embeddings", root / "results"

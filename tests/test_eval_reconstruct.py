@@ -23,6 +23,7 @@ def records(n):
     return [{"participant_id": f"sub-{i}", "session_id": "ses-M00", "image": str(i)} for i in range(n)]
 
 
+@pytest.mark.slow
 def test_reconstruction_study_rows_and_summary(tmp_path):
     ldae, dae = tiny_ldae(), tiny_dae(shape=(8, 8, 8))
     images = volumes(3, seed=1)

@@ -176,6 +176,7 @@ def _dry_run(tmp_path: Path, pretrained: dict) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_workflow_imports_instead_of_training(authors_files, tmp_path):
     files = authors_files["files"]
     out = _dry_run(tmp_path, {k: str(v) for k, v in files.items()})
@@ -184,6 +185,7 @@ def test_workflow_imports_instead_of_training(authors_files, tmp_path):
         assert f"rule {rule}:" not in out and f"\n{rule} " not in out
 
 
+@pytest.mark.slow
 def test_workflow_rejects_a_partial_pretrained_section(authors_files, tmp_path):
     out = _dry_run(tmp_path, {"decoder": str(authors_files["files"]["decoder"])})
     assert "pretrained.autoencoder" in out and "pretrained.encoder" in out

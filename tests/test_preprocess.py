@@ -172,6 +172,7 @@ def test_config_errors():
 
 
 # ---- steps on a small synthetic scan ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_n4_removes_the_planted_bias(scan_dir):
     ph = phantom.make_phantom(4.0, seed=5, bias_strength=0.35, noise=0.0, **POSE)
     image = scan.nib_to_ants(ph.image)
@@ -188,6 +189,7 @@ def test_n4_removes_the_planted_bias(scan_dir):
     assert params["mask"] == "head" and params["fit_voxel_mm"] == 8.0
 
 
+@pytest.mark.slow
 def test_registration_recovers_the_planted_pose(head, nlin6_brain):
     ph, _ = head
     template, template_mask = templates.load_template(nlin6_brain, VOXEL)
@@ -203,6 +205,7 @@ def _scratch():
     return tempfile.mkdtemp(prefix="ldae-test-reg-")
 
 
+@pytest.mark.slow
 def test_deepbet_skull_strip_dice(head):
     ph, _ = head
     mask, params = skullstrip.brain_mask(scan.nib_to_ants(ph.image), {"method": "deepbet", "device": "cpu"})
@@ -210,6 +213,7 @@ def test_deepbet_skull_strip_dice(head):
     assert params["tool"].startswith("deepbet") and params["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_template_skull_strip_dice(head, nlin6_brain, tmp_path):
     """Method 'template' (register first): the template mask carried back to the scan matches the truth."""
     ph, path = head
@@ -228,6 +232,7 @@ def test_template_skull_strip_dice(head, nlin6_brain, tmp_path):
 
 
 # ---- the per-session command --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pass_writes_every_derivative(passed):
     record, root = passed
     assert record["status"] == "pass", record["reason"]
@@ -324,6 +329,7 @@ def test_bad_inputs_are_excluded_and_leave_nothing(head, scan_dir, tmp_path):
         assert files == ["sub-01_ses-M000_desc-qc_T1w.json"], (case, files)
 
 
+@pytest.mark.slow
 def test_registration_failure_is_excluded_and_rerun_cleans(passed, head):
     """A pass, then a rerun that fails QC (similarity threshold unreachable): nothing of the pass survives."""
     record, root = passed
@@ -413,6 +419,7 @@ def test_cli_verbs_dispatch(tmp_path, scan_dir, head):
     assert record["status"] == "excluded"
 
 
+@pytest.mark.slow
 def test_syn_registration_writes_a_composite_transform(head, tmp_path):
     """type 'syn' (the authors' choice): affine + SyN, one composite .h5 forward transform."""
     cfg = fast(steps=["register", "skullstrip"], skullstrip={"method": "template"},
@@ -429,6 +436,7 @@ def test_syn_registration_writes_a_composite_transform(head, tmp_path):
     assert abs(record["metrics"]["brain_volume_ml"] - truth_ml) / truth_ml < 0.15
 
 
+@pytest.mark.slow
 def test_a_write_failure_fails_the_job_and_leaves_nothing(head, tmp_path, monkeypatch):
     """Disk trouble is not the scan's fault: the job fails (Snakemake reruns it), no session is excluded."""
     def full_disk(*args, **kwargs):

@@ -22,6 +22,7 @@ from snakemake.utils import validate
 
 from helpers.config import merged_config
 
+pytestmark = pytest.mark.slow  # dry runs and fake-complete runs of the workflow: make test, not make test-fast
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "tests/configs/ci.yaml"
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

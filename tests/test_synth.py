@@ -32,6 +32,7 @@ def _csv(download: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(download / "clinical" / name)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_arrays(download, tmp_path):
     again = synth.generate(tmp_path / "again", 4, **ARGS)
     for rel in ["truth/subjects.tsv", "truth/images.tsv"] + [f"clinical/{n}" for n in synth_clinical.CLINICAL_TABLES]:
@@ -44,6 +45,7 @@ def test_same_seed_same_bytes_and_arrays(download, tmp_path):
         assert np.allclose(a.affine, b.affine)
 
 
+@pytest.mark.slow
 def test_other_seed_differs(download, tmp_path):
     other = synth.generate(tmp_path / "other", 1, **{**ARGS, "seed": 8, "max_visits": 2})
     assert (other / "clinical/ADNIMERGE.csv").read_bytes() != (download / "clinical/ADNIMERGE.csv").read_bytes()
@@ -152,6 +154,7 @@ def test_planted_atrophy_and_age(download, images):
         assert abs(ml / row.brain_mask_ml - 1) < 0.05, (row.ptid, ml, row.brain_mask_ml)
 
 
+@pytest.mark.slow
 def test_planted_truth_is_what_the_download_records(download, images):
     """planted_truth (no images) gives the visits, loads and volumes that generate writes to truth/images.tsv."""
     args = {k: v for k, v in ARGS.items() if k != "voxel_mm"}
@@ -190,6 +193,7 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+@pytest.mark.slow
 def test_demo_cohort_age_and_ad_are_measurable():
     """On the demo profile's cohort (every visit), the planted volumes carry the age: a leave-one-subject-out linear
     fit of age on them reaches r >= 0.8 and beats the mean-age baseline by far; AD vs CN stays separable; and

@@ -65,6 +65,7 @@ def test_unknown_config_key_is_an_error():
         stage.resolve_config(A.DEFAULTS, {"loss": {"l2": 1.0}}, "autoencoder")
 
 
+@pytest.mark.slow
 def test_generator_and_discriminator_losses_decrease():
     pl.seed_everything(0)
     module, _, _ = A.build_module(tiny_cfg(loss={"adversarial": 0.1}))
@@ -99,6 +100,7 @@ def fit(run_dir, epochs, cfg):
     return module, trainer
 
 
+@pytest.mark.slow
 def test_manual_gan_optimisation_resumes_exactly(tmp_path):
     """4 images, batch 1, accumulation 2: 2 G + 2 D optimiser steps an epoch (global_step +4). An uninterrupted
     3-epoch run equals a 2-epoch run resumed to 3 epochs: weights of both networks and both Adam states."""
@@ -127,6 +129,7 @@ def test_absent_perceptual_weights_disable_the_term_and_are_recorded():
     assert "perceptual" not in parts
 
 
+@pytest.mark.slow
 def test_local_perceptual_weights_enable_the_term(tmp_path):
     import torchvision
 
@@ -158,6 +161,7 @@ def record_step_grad_norms(monkeypatch):
     return norms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [1e-4, None])
 def test_gradient_clipping_reaches_generator_and_discriminator(tmp_path, monkeypatch, clip):
     """Manual optimisation: the module clips BOTH optimisers' gradients (Lightning does not); without clipping the
@@ -193,6 +197,7 @@ def test_selection_metric_switch():
         A.selection(tiny_cfg(selection_metric="lpips"))
 
 
+@pytest.mark.slow
 def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, monkeypatch):
     """The authors' 16-mixed precision: gradients are loss-scaled (x 2^16); clipping must see the unscaled ones. The
     norm each optimiser steps with equals the threshold (clipping the scaled gradients instead, before the step,

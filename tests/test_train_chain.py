@@ -22,6 +22,7 @@ from ldae.models import io
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|manual optimization).*")
 
+pytestmark = pytest.mark.slow  # the training verbs chained on a cohort: make test, not make test-fast
 IMAGES = {"spacing_mm": 2.0, "shape": [16, 16, 16]}
 TRAIN = {"max_epochs": 1, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
          "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1}

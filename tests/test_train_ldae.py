@@ -103,6 +103,7 @@ def test_verb_refuses_to_start_without_stage2_weights(tmp_path):
                 str(tmp_path / "out")])
 
 
+@pytest.mark.slow
 def test_pdae_loss_decreases_on_a_toy_batch(tmp_path):
     weights, config = write_ldm(tmp_path, perturbed_unet())
     pl.seed_everything(0)
@@ -139,6 +140,7 @@ def fit(run_dir, epochs, weights, config):
     return module, trainer
 
 
+@pytest.mark.slow
 def test_frozen_ldm_never_changes_is_not_checkpointed_and_resume_is_exact(tmp_path):
     weights, config = write_ldm(tmp_path, perturbed_unet())
     stage2 = torch.load(weights, weights_only=True)
@@ -162,6 +164,7 @@ def test_frozen_ldm_never_changes_is_not_checkpointed_and_resume_is_exact(tmp_pa
     assert "val/ssim" in metrics and "val/latent_mse" in metrics
 
 
+@pytest.mark.slow
 def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     """Tiny overfit example: an LDM fitted to one latent, an LDAE fitted on it; deterministic DDIM inversion
     conditioned on y_sem followed by DDIM decoding (100 steps each) gives the latent back."""

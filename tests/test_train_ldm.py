@@ -62,6 +62,7 @@ def test_tiny_unet_shapes():
     assert float(module.schedule.betas[0]) == pytest.approx(1e-4) and float(module.schedule.betas[-1]) == pytest.approx(0.02)
 
 
+@pytest.mark.slow
 def test_eps_loss_decreases_on_a_toy_batch():
     from ldae.diffusion import eps_loss
 
@@ -93,6 +94,7 @@ def run(tmp_path, store_root, out="ldm", extra=()):
     return tmp_path / out
 
 
+@pytest.mark.slow
 def test_verb_publishes_final_ema_weights_and_resumes(tmp_path):
     store = make_store(tmp_path / "latents")
     out = run(tmp_path, store.root)
@@ -137,6 +139,7 @@ def test_unknown_key_in_section_is_an_error(tmp_path):
         L.main(["--latents", str(store.root), "--out-dir", str(tmp_path / "o"), "--config", '{"learning_rate": 1}'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [1e-4, None])
 def test_gradient_clipping_is_applied(tmp_path, monkeypatch, clip):
     """Automatic optimisation: train.gradient_clip_val (default 1.0, the authors') reaches Lightning's clipping: the

@@ -105,6 +105,7 @@ def run_snakemake(*args, cwd=ROOT):
     return subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["profiles/default", "profiles/demo"])
 def test_lint_is_clean(profile):
     result = run_snakemake("--lint", "--cores", "1", "--profile", profile)
@@ -112,6 +113,7 @@ def test_lint_is_clean(profile):
     assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_paper_config_with_adni_paths(tmp_path):
     (tmp_path / "ADNI").mkdir()
     (tmp_path / "clinical").mkdir()
@@ -123,6 +125,7 @@ def test_dry_run_paper_config_with_adni_paths(tmp_path):
     assert "adni_to_bids" in result.stdout and "synthesize_adni" not in result.stdout
 
 
+@pytest.mark.slow
 def test_dry_run_demo_profile(tmp_path):
     result = run_snakemake("-n", "--profile", "profiles/demo", "--config", f"out_dir={tmp_path / 'demo'}")
     assert result.returncode == 0, result.stderr
