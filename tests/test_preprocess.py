@@ -81,7 +81,7 @@ def nlin6_brain(scan_dir):
 
 @pytest.fixture(scope="module")
 def passed(head, tmp_path_factory):
-    """One full default-order run (n4 -> deepbet -> affine) of the head scan."""
+    """One full default-order run (n4 -> deepbet -> affine) of the head scan (tests using it are marked slow)."""
     root = tmp_path_factory.mktemp("derivatives")
     record = pipeline.preprocess_session(head[1], "sub-ADNI011S0002", "ses-M000", str(root), fast(), threads=2,
                                          source="sub-ADNI011S0002/ses-M000/anat/sub-ADNI011S0002_ses-M000_T1w.nii.gz")
@@ -263,6 +263,7 @@ def test_pass_writes_every_derivative(passed):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     """The official BIDS validator (bids-validator-deno, offline) finds no error in the derivatives dataset."""
     record, passed_root = passed
@@ -380,6 +381,7 @@ def test_antspynet_needs_its_cache_and_package(tmp_path, head):
 
 
 # ---- the cohort table ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cohort_qc_table_and_summary(passed, head, scan_dir, capsys):
     record, root = passed
     bad = _bad_inputs(scan_dir, head[1])
