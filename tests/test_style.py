@@ -36,8 +36,8 @@ def test_ruff_lint_passes():
 
 
 def test_ruff_format_is_applied():
-    result = run(tool("ruff"), "format", "--check", "--no-cache", ".")
-    files = re.findall(r"^Would reformat: (.+)$", result.stdout, flags=re.MULTILINE)
+    result = run(tool("ruff"), "format", "--check", "--no-cache", "--output-format", "concise", ".")
+    files = re.findall(r"^(\S+?):\d+:\d+: unformatted", result.stdout, flags=re.MULTILINE)
     assert result.returncode == 0, "files ruff would reformat (`ruff format .`):\n" + "\n".join(
         files or [result.stdout, result.stderr]
     )
