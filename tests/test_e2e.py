@@ -19,8 +19,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "ci-output"
-    command = [sys.executable, "-m", "snakemake", "--profile", "profiles/default", "--cores", "2",
-               "--configfile", "tests/configs/ci.yaml", "--config", f"out_dir={out}"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/default",
+        "--cores",
+        "2",
+        "--configfile",
+        "tests/configs/ci.yaml",
+        "--config",
+        f"out_dir={out}",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400)
     if result.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((out / "logs").rglob("*.log")))
@@ -41,7 +52,8 @@ def test_session_table_matches_planted_truth(run):
     truth = pd.read_csv(out / "raw/truth/images.tsv", sep="\t")
     expected = truth[truth.expected_in_bids.astype(str) == "True"]
     assert set(zip(sessions.participant_id, sessions.session_id)) == set(
-        zip(expected.participant_id, expected.session_id))
+        zip(expected.participant_id, expected.session_id)
+    )
     merged = sessions.merge(expected, on=["participant_id", "session_id"], suffixes=("", "_truth"))
     assert (merged.diagnosis == merged.diagnosis_truth).all()
     assert (merged.age - merged.age_truth).abs().max() < 0.1
@@ -89,13 +101,23 @@ def test_every_rule_ran_logged_and_benchmarked(run):
 def test_every_paper_table_and_figure(run):
     out, _ = run
     tables = out / "results" / "tables"
-    for stem in ("table5_efficiency", "table6_reconstruction", "table7_linear_probes", "figure8_interpolation",
-                 "figure67_manipulation"):
+    for stem in (
+        "table5_efficiency",
+        "table6_reconstruction",
+        "table7_linear_probes",
+        "figure8_interpolation",
+        "figure67_manipulation",
+    ):
         table = pd.read_csv(tables / f"{stem}.tsv", sep="\t")
         assert len(table) > 0, stem
         assert (tables / f"{stem}.md").read_text().strip(), stem
-    for name in ("figure5_lda", "figure6_manipulation_cn", "figure7_manipulation_ad", "figure8_interpolation",
-                 "table6_examples"):
+    for name in (
+        "figure5_lda",
+        "figure6_manipulation_cn",
+        "figure7_manipulation_ad",
+        "figure8_interpolation",
+        "table6_examples",
+    ):
         assert (out / "results" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     probes = pd.read_csv(tables / "table7_linear_probes.tsv", sep="\t")
     assert {"LDAE", "DAE"} <= set(probes.iloc[:, 0]), probes
@@ -108,7 +130,11 @@ def test_preprocessing_qc_covers_every_session(run):
     sessions = pd.read_csv(out / "tables/sessions.tsv", sep="\t")
     qc = pd.read_csv(out / "derivatives/ldae-preproc/qc.tsv", sep="\t")
     assert set(zip(qc.participant_id, qc.session_id)) == set(
-        zip("sub-" + sessions.participant_id.str.replace("sub-", ""), "ses-" + sessions.session_id.str.replace("ses-", "")))
+        zip(
+            "sub-" + sessions.participant_id.str.replace("sub-", ""),
+            "ses-" + sessions.session_id.str.replace("ses-", ""),
+        )
+    )
     assert (qc.status == "pass").mean() >= 0.8, qc[["participant_id", "session_id", "status", "reason"]]
 
 

@@ -52,8 +52,14 @@ def run(tmp_path_factory):
     before = bids_cohort.tree_state(cohort)
     out = tmp / "out"
     config = tmp / "bids.yaml"
-    config.write_text(yaml.safe_dump({"out_dir": str(out), "data": {"source": "bids", "bids_dir": str(cohort),
-                                                                    "bids": {**LAYOUT, "validate": True}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "out_dir": str(out),
+                "data": {"source": "bids", "bids_dir": str(cohort), "bids": {**LAYOUT, "validate": True}},
+            }
+        )
+    )
     targets = [str(out / p) for p in ("tables/splits.tsv", "derivatives/ldae-preproc/qc.tsv",
                                       "derivatives/ldae-preproc/dataset_description.json", "models/autoencoder",
                                       "work/bids_validation.json")]  # fmt: skip

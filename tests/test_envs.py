@@ -43,8 +43,8 @@ def test_rule_declares_conda_and_container_of_one_env(rule):
     assert container, f"rule {rule} ({path.name}) has no container: directive"
     env = re.fullmatch(r'env_file\("(\w+)"\),?', conda)
     image = re.fullmatch(r'container_for\("(\w+)"\),?', container)
-    assert env, f"rule {rule}: conda: should be env_file(\"<env>\"), got {conda!r}"
-    assert image, f"rule {rule}: container: should be container_for(\"<env>\"), got {container!r}"
+    assert env, f'rule {rule}: conda: should be env_file("<env>"), got {conda!r}'
+    assert image, f'rule {rule}: container: should be container_for("<env>"), got {container!r}'
     assert env.group(1) == image.group(1), f"rule {rule}: conda env {env.group(1)} but container {image.group(1)}"
     assert (ENVS / f"{env.group(1)}.yaml").is_file(), f"rule {rule}: envs/{env.group(1)}.yaml missing"
 
@@ -147,9 +147,9 @@ def test_env_pins_are_exactly_pyprojects(env):
         assert dist in wanted, f"envs/{env}.yaml pins {dist}, which pyproject.toml does not (add it there first)"
         assert version == wanted[dist], f"envs/{env}.yaml: {dist}=={version}, pyproject.toml: =={wanted[dist]}"
     python = [d for d in conda if str(d).startswith("python")]
-    assert python == ["python=3.11"], f"envs/{env}.yaml python {python}; pyproject requires-python " + pyproject()[
-        "project"
-    ]["requires-python"]
+    assert python == ["python=3.11"], (
+        f"envs/{env}.yaml python {python}; pyproject requires-python " + pyproject()["project"]["requires-python"]
+    )
     assert "pip" in conda
     for option in options:  # only index options; never a second source of versions
         assert re.fullmatch(r"--(extra-)?index-url https://\S+", option), f"envs/{env}.yaml: pip option {option!r}"

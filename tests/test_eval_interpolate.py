@@ -22,8 +22,13 @@ SCHEDULE = {"sub-A": [0, 6, 12, 24], "sub-B": [0, 12], "sub-C": [0, 6, 12, 18, 2
 
 
 def visits(schedule=SCHEDULE):
-    return pd.DataFrame([{"participant_id": p, "session_id": f"ses-M{m:02d}", "months": m}
-                         for p, months in schedule.items() for m in months])
+    return pd.DataFrame(
+        [
+            {"participant_id": p, "session_id": f"ses-M{m:02d}", "months": m}
+            for p, months in schedule.items()
+            for m in months
+        ]
+    )
 
 
 def test_triplet_count_and_alphas():

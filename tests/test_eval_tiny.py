@@ -80,8 +80,15 @@ def test_pipelines_use_their_ddim_settings():
 
 def test_embeddings_file_roundtrip(tmp_path):
     ldae = tiny_ldae()
-    records = [{"participant_id": f"sub-{i // 2}", "session_id": f"ses-M{6 * (i % 2):02d}", "image": str(i),
-                "split": "test" if i < 2 else "train"} for i in range(5)]
+    records = [
+        {
+            "participant_id": f"sub-{i // 2}",
+            "session_id": f"ses-M{6 * (i % 2):02d}",
+            "image": str(i),
+            "split": "test" if i < 2 else "train",
+        }
+        for i in range(5)
+    ]
     images = volumes(5)
     batches = iterate_batches(records, lambda p: images[int(p)], batch_size=2)
 
@@ -133,8 +140,7 @@ def test_timing_precision_follows_training(monkeypatch):
 
     assert timing_precision("auto", "cpu") == ("fp32 (CPU)", None)
     assert timing_precision("16-mixed", "cpu")[1] is None  # a CPU always times fp32
-    assert timing_precision("16-mixed", "cuda") == ("fp16 autocast (CUDA, training precision 16-mixed)",
-                                                    torch.float16)
+    assert timing_precision("16-mixed", "cuda") == ("fp16 autocast (CUDA, training precision 16-mixed)", torch.float16)
     assert timing_precision("32-true", "cuda")[1] is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -29,8 +29,11 @@ FAST = {
     "threads": 2,
     "n4": {"shrink_factor": 2},
     "registration": {
-        "resolution_mm": VOXEL, "output_voxel_mm": VOXEL, "shrink_factors": [2, 1],
-        "smoothing_sigmas": [1, 0], "iterations": [100, 50],
+        "resolution_mm": VOXEL,
+        "output_voxel_mm": VOXEL,
+        "shrink_factors": [2, 1],
+        "smoothing_sigmas": [1, 0],
+        "iterations": [100, 50],
     },
     "skullstrip": {"device": "cpu"},
 }
@@ -83,8 +86,15 @@ def nlin6_brain(scan_dir):
 def passed(head, tmp_path_factory):
     """One full default-order run (n4 -> deepbet -> affine) of the head scan (tests using it are marked slow)."""
     root = tmp_path_factory.mktemp("derivatives")
-    record = pipeline.preprocess_session(head[1], "sub-ADNI011S0002", "ses-M000", str(root), fast(), threads=2,
-                                         source="sub-ADNI011S0002/ses-M000/anat/sub-ADNI011S0002_ses-M000_T1w.nii.gz")
+    record = pipeline.preprocess_session(
+        head[1],
+        "sub-ADNI011S0002",
+        "ses-M000",
+        str(root),
+        fast(),
+        threads=2,
+        source="sub-ADNI011S0002/ses-M000/anat/sub-ADNI011S0002_ses-M000_T1w.nii.gz",
+    )
     return record, root
 
 
@@ -107,7 +117,9 @@ def test_derivative_names_are_bids():
     assert naming.root_of_qc_json(p.qc_json) == "/d"
     assert p.relative("/d").image.startswith("sub-ADNI011S0002/ses-M006/anat/")
     assert naming.qc_table(naming.derivatives_root("out")) == "out/derivatives/ldae-preproc/qc.tsv"
-    entity = re.compile(r"^sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+(_(space|from|to|mode|desc)-[A-Za-z0-9]+)*_(T1w|mask|xfm)\.")
+    entity = re.compile(
+        r"^sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+(_(space|from|to|mode|desc)-[A-Za-z0-9]+)*_(T1w|mask|xfm)\."
+    )
     for path in (p.image, p.mask, p.sidecar, p.transform, p.qc_json, p.qc_png):
         assert entity.match(os.path.basename(path)), path
 
@@ -122,8 +134,18 @@ def test_space_label_follows_template():
 
 def test_dataset_description(tmp_path):
     out = tmp_path / "derivatives" / "ldae-preproc" / "dataset_description.json"
-    code = naming.main(["--out", str(out), "--source", str(tmp_path / "bids"), "--container", "oras://x/ants:1",
-                        "--config-json", json.dumps({"steps": ["n4", "skullstrip", "register"]})])
+    code = naming.main(
+        [
+            "--out",
+            str(out),
+            "--source",
+            str(tmp_path / "bids"),
+            "--container",
+            "oras://x/ants:1",
+            "--config-json",
+            json.dumps({"steps": ["n4", "skullstrip", "register"]}),
+        ]
+    )
     assert code == 0
     d = json.loads(out.read_text())
     assert d["DatasetType"] == "derivative" and d["BIDSVersion"]
@@ -132,8 +154,13 @@ def test_dataset_description(tmp_path):
     assert generated["Container"] == {"Type": "apptainer", "URI": "oras://x/ants:1"}
     assert d["SourceDatasets"] == [{"URL": "../../bids"}]
     assert d["ToolVersions"]["antspyx"] != "absent"
-    assert (out.parent / ".bidsignore").read_text().split() == ["figures", "*/figures", "qc.tsv", "*_xfm.mat",
-                                                                "*_xfm.h5"]
+    assert (out.parent / ".bidsignore").read_text().split() == [
+        "figures",
+        "*/figures",
+        "qc.tsv",
+        "*_xfm.mat",
+        "*_xfm.h5",
+    ]
 
 
 # ---- config ------------------------------------------------------------------------------------------------
@@ -217,8 +244,11 @@ def test_deepbet_skull_strip_dice(head):
 def test_template_skull_strip_dice(head, nlin6_brain, tmp_path):
     """Method 'template' (register first): the template mask carried back to the scan matches the truth."""
     ph, path = head
-    cfg = fast(steps=["n4", "register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], **nlin6_brain, "space": "NLin6Brain"})
+    cfg = fast(
+        steps=["n4", "register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], **nlin6_brain, "space": "NLin6Brain"},
+    )
     record = pipeline.preprocess_session(path, "sub-01", "ses-M000", str(tmp_path), cfg, threads=2)
     assert record["status"] == "pass", record["reason"]
     paths = naming.preproc_paths(tmp_path, "sub-01", "ses-M000", "NLin6Brain")
@@ -271,19 +301,24 @@ def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     shutil.copytree(passed_root, root)
     naming.write_description(str(root), "../../bids")
     validator = Path(sys.executable).with_name("bids-validator-deno")
-    result = subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(validator), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
+    )
     report = json.loads(result.stdout)
-    errors = [(i["code"], i.get("subCode"), i.get("location")) for i in report["issues"]["issues"]
-              if i["severity"] == "error"]
+    errors = [
+        (i["code"], i.get("subCode"), i.get("location")) for i in report["issues"]["issues"] if i["severity"] == "error"
+    ]
     assert errors == [], errors
     assert result.returncode == 0, result.stderr[-2000:]
     # and it does see our files (a dataset it ignored wholesale would pass too)
     bogus = Path(root) / "sub-ADNI011S0002" / "ses-M000" / "anat" / "sub-ADNI011S0002_ses-M000_bogus-x_T1w.nii.gz"
     shutil.copyfile(naming.preproc_paths(root, "sub-ADNI011S0002", "ses-M000", "MNI152NLin2009aSym").image, bogus)
     try:
-        report = json.loads(subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True,
-                                           text=True, timeout=300).stdout)
+        report = json.loads(
+            subprocess.run(
+                [str(validator), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
+            ).stdout
+        )
     finally:
         bogus.unlink()
     assert any(i["severity"] == "error" and "bogus" in str(i.get("location")) for i in report["issues"]["issues"])
@@ -339,8 +374,11 @@ def test_registration_failure_is_excluded_and_rerun_cleans(passed, head):
 
     copy = root.parent / (root.name + "-rerun")
     shutil.copytree(root, copy)
-    cfg = fast(steps=["n4", "register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], "min_similarity": 0.999})
+    cfg = fast(
+        steps=["n4", "register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], "min_similarity": 0.999},
+    )
     again = pipeline.preprocess_session(head[1], "sub-ADNI011S0002", "ses-M000", str(copy), cfg, threads=2)
     assert again["status"] == "excluded"
     assert again["reason"].startswith("registration failed: similarity to template")
@@ -374,8 +412,20 @@ def test_antspynet_needs_its_cache_and_package(tmp_path, head):
     # through the command: a setup error fails the job (exit 2) instead of excluding the session
     cfg = json.dumps(fast(skullstrip={"method": "antspynet", "antspynet_cache": str(cache)}))
     root = tmp_path / "d"
-    code = pipeline.main(["--t1w", head[1], "--participant-id", "sub-01", "--session-id", "ses-M000",
-                          "--derivatives", str(root), "--config-json", cfg])
+    code = pipeline.main(
+        [
+            "--t1w",
+            head[1],
+            "--participant-id",
+            "sub-01",
+            "--session-id",
+            "ses-M000",
+            "--derivatives",
+            str(root),
+            "--config-json",
+            cfg,
+        ]
+    )
     assert code == 2
     assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
 
@@ -388,17 +438,38 @@ def test_cohort_qc_table_and_summary(passed, head, scan_dir, capsys):
     for session, case in (("M006", "NaN"), ("M012", "4-D")):
         pipeline.preprocess_session(bad[case][0], "sub-ADNI011S0002", f"ses-{session}", str(root), fast(), threads=1)
     sessions = root / "sessions.tsv"
-    sessions.write_text("participant_id\tsession_id\tt1w\n" + "".join(
-        f"sub-ADNI011S0002\tses-{s}\tx\n" for s in ("M000", "M006", "M012")))
+    sessions.write_text(
+        "participant_id\tsession_id\tt1w\n"
+        + "".join(f"sub-ADNI011S0002\tses-{s}\tx\n" for s in ("M000", "M006", "M012"))
+    )
     out = root / "qc.tsv"
     montage = root / "figures" / "qc_montage.png"
-    code = qc.main(["--sessions", str(sessions), "--derivatives", str(root), "--out", str(out),
-                    "--montage", str(montage), "--config-json", pipeline.rule_params(pipeline.resolve_config(fast()))])
+    code = qc.main(
+        [
+            "--sessions",
+            str(sessions),
+            "--derivatives",
+            str(root),
+            "--out",
+            str(out),
+            "--montage",
+            str(montage),
+            "--config-json",
+            pipeline.rule_params(pipeline.resolve_config(fast())),
+        ]
+    )
     assert code == 0
     import pandas as pd
 
     table = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
-    assert list(table.columns[:6]) == ["participant_id", "session_id", "status", "reason", "similarity", "brain_volume_ml"]
+    assert list(table.columns[:6]) == [
+        "participant_id",
+        "session_id",
+        "status",
+        "reason",
+        "similarity",
+        "brain_volume_ml",
+    ]
     assert "preproc" in table.columns and len(table) == 3
     ok = table[table.status == "pass"].iloc[0]
     assert (root / ok.preproc).is_file() and not os.path.isabs(ok.preproc)
@@ -414,8 +485,21 @@ def test_cli_verbs_dispatch(tmp_path, scan_dir, head):
     from ldae import cli
 
     path = _bad_inputs(scan_dir, head[1])["all-zero"][0]
-    code = cli.main(["preprocess", "--t1w", path, "--participant-id", "sub-02", "--session-id", "ses-M000",
-                     "--derivatives", str(tmp_path), "--config-json", json.dumps(fast())])
+    code = cli.main(
+        [
+            "preprocess",
+            "--t1w",
+            path,
+            "--participant-id",
+            "sub-02",
+            "--session-id",
+            "ses-M000",
+            "--derivatives",
+            str(tmp_path),
+            "--config-json",
+            json.dumps(fast()),
+        ]
+    )
     assert code == 0
     record = json.loads(Path(naming.preproc_paths(tmp_path, "02", "M000", "MNI152NLin2009aSym").qc_json).read_text())
     assert record["status"] == "excluded"
@@ -424,8 +508,11 @@ def test_cli_verbs_dispatch(tmp_path, scan_dir, head):
 @pytest.mark.slow
 def test_syn_registration_writes_a_composite_transform(head, tmp_path):
     """type 'syn' (the authors' choice): affine + SyN, one composite .h5 forward transform."""
-    cfg = fast(steps=["register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], "type": "syn", "syn_iterations": [20, 0]})
+    cfg = fast(
+        steps=["register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], "type": "syn", "syn_iterations": [20, 0]},
+    )
     record = pipeline.preprocess_session(head[1], "sub-01", "ses-M000", str(tmp_path), cfg, threads=2)
     assert record["status"] == "pass", record["reason"]
     paths = naming.preproc_paths(tmp_path, "sub-01", "ses-M000", "MNI152NLin2009aSym", "syn")
@@ -441,6 +528,7 @@ def test_syn_registration_writes_a_composite_transform(head, tmp_path):
 @pytest.mark.slow
 def test_a_write_failure_fails_the_job_and_leaves_nothing(head, tmp_path, monkeypatch):
     """Disk trouble is not the scan's fault: the job fails (Snakemake reruns it), no session is excluded."""
+
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 

@@ -224,8 +224,7 @@ def test_config_flag_on_the_command_line_reruns_the_stage(done_run, flag, rule):
 
 def test_a_wrongly_typed_config_flag_names_the_key(done_run):
     base, _ = done_run
-    result = snakemake("-n", "--cores", "1", "--configfile", str(CI), str(base), "--config",
-                       "ldm={lr: fast}")
+    result = snakemake("-n", "--cores", "1", "--configfile", str(CI), str(base), "--config", "ldm={lr: fast}")
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "lr" in message and "fast" in message, message[-2000:]

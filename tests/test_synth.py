@@ -103,7 +103,10 @@ def test_tables_have_the_columns_clinica_reads(download):
         missing = cols - set(_csv(download, table).columns)
         assert not missing, f"{table} lacks {sorted(missing)}"
     merge = _csv(download, "ADNIMERGE.csv")
-    assert set(merge.ORIGPROT) <= {"ADNI1", "ADNIGO", "ADNI2", "ADNI3"} and merge.RID.groupby(merge.PTID).nunique().eq(1).all()
+    assert (
+        set(merge.ORIGPROT) <= {"ADNI1", "ADNIGO", "ADNI2", "ADNI3"}
+        and merge.RID.groupby(merge.PTID).nunique().eq(1).all()
+    )
     assert merge.drop_duplicates("PTID").RID.is_unique
     assert (merge.groupby("PTID").AGE.nunique() == 1).all()  # AGE is the baseline age on every row
     assert merge.DX.isin(["CN", "MCI", "Dementia"]).all()
@@ -216,8 +219,9 @@ def test_demo_cohort_age_and_ad_are_measurable():
     assert _auc(ad.ventricle_ml_per_icv, cn.ventricle_ml_per_icv) >= 0.7  # AD: larger ventricles (age, too)
     # aging alone (CN): ventricles and sulcal CSF grow, grey matter thins; slopes per year of age in 3 mm voxels
     # (27 ul) of a head of the cohort's mean size (the affine registration to MNI removes head size)
-    voxels = {c: cn[f"{c}_per_icv"] * truth.icv_ml.mean() * 1000 / 27
-              for c in ("ventricle_ml", "sulcal_csf_ml", "gm_ml")}
+    voxels = {
+        c: cn[f"{c}_per_icv"] * truth.icv_ml.mean() * 1000 / 27 for c in ("ventricle_ml", "sulcal_csf_ml", "gm_ml")
+    }
     slope = {c: np.polyfit(cn.age_at_scan, v, 1)[0] for c, v in voxels.items()}
     assert slope["ventricle_ml"] > 20 and slope["sulcal_csf_ml"] > 100 and slope["gm_ml"] < -100, slope
 

@@ -17,11 +17,25 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|manual optimization|many workers|Experiment logs).*")
 
 TINY = {
-    "network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
-                "norm_num_groups": 8, "disc_channels": 8, "disc_num_layers": 2},
-    "cache": "none", "lr": 1e-3, "disc_lr": 1e-3,
-    "train": {"max_epochs": 1, "batch_size": 1, "accumulate_grad_batches": 2, "num_workers": 0,
-              "checkpoint_every_n_steps": 4, "log_every_n_steps": 1},
+    "network": {
+        "channels": [8, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False],
+        "norm_num_groups": 8,
+        "disc_channels": 8,
+        "disc_num_layers": 2,
+    },
+    "cache": "none",
+    "lr": 1e-3,
+    "disc_lr": 1e-3,
+    "train": {
+        "max_epochs": 1,
+        "batch_size": 1,
+        "accumulate_grad_batches": 2,
+        "num_workers": 0,
+        "checkpoint_every_n_steps": 4,
+        "log_every_n_steps": 1,
+    },
 }
 
 
@@ -93,9 +107,13 @@ def fit(run_dir, epochs, cfg):
     pl.seed_everything(0)
     module, _, _ = A.build_module(cfg)
     settings = common.train_settings({**cfg["train"], "max_epochs": epochs})
-    trainer = common.build_trainer({**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None}, run_dir,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False,
-                                   find_unused_parameters=True)
+    trainer = common.build_trainer(
+        {**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None},
+        run_dir,
+        callbacks=[stage.SaveLastAtEnd(run_dir)],
+        enable_progress_bar=False,
+        find_unused_parameters=True,
+    )
     trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), ckpt_path=common.resume_checkpoint(run_dir))
     return module, trainer
 
@@ -153,8 +171,9 @@ def record_step_grad_norms(monkeypatch):
             with torch.enable_grad():
                 closure()
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        norms.setdefault(id(self), []).append(float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g) for g in grads]))))
+        norms.setdefault(id(self), []).append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        )
         return original(self)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
@@ -210,9 +229,16 @@ def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, m
     module, _, _ = A.build_module(cfg)
     settings = common.train_settings({**cfg["train"], "max_epochs": 1})
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=str(tmp_path),
-                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )
     trainer.fit(module, stage.loader(Toy(), settings, shuffle=True))
     steps = [n for v in norms.values() for n in v]
     assert len(norms) == 2 and len(steps) == 4 and scaler.get_scale() >= 2.0**15, (norms, scaler.get_scale())

@@ -12,8 +12,7 @@ import torch
 import yaml
 
 from ldae.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, eps_loss, guided_eps_fn, pdae_loss
-from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, build_semantic_encoder
-from ldae.models import count_parameters
+from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, build_semantic_encoder, count_parameters
 from ldae.training import common, stage
 from ldae.training import ldae as D
 from ldae.training import ldm as L
@@ -21,14 +20,31 @@ from ldae.training import ldm as L
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|backbone weights).*")
 
-LDM_NET = {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
-           "norm_num_groups": 8, "dropout": 0.0, "latent_channels": 3}
+LDM_NET = {
+    "channels": [8, 16, 16],
+    "num_res_blocks": 1,
+    "attention_levels": [False, False, True],
+    "norm_num_groups": 8,
+    "dropout": 0.0,
+    "latent_channels": 3,
+}
 ENCODER = {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8}
 TINY = {
-    "encoder": ENCODER, "estimator": {"dropout": 0.0}, "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 5,
+    "encoder": ENCODER,
+    "estimator": {"dropout": 0.0},
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "val_ddim_steps": 5,
     "cache": "none",
-    "train": {"max_epochs": 1, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
-              "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1},
+    "train": {
+        "max_epochs": 1,
+        "batch_size": 2,
+        "accumulate_grad_batches": 1,
+        "num_workers": 0,
+        "checkpoint_every_n_steps": 2,
+        "log_every_n_steps": 1,
+        "val_every_n_epochs": 1,
+    },
 }
 AE_NET = {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8}
 
@@ -51,9 +67,15 @@ def perturbed_unet(net=LDM_NET, seed=0):
 def write_ldm(tmp_path, unet, net=LDM_NET):
     weights, config = tmp_path / "ldm_weights.pt", tmp_path / "ldm_config.yaml"
     torch.save(unet.state_dict(), weights)
-    config.write_text(yaml.safe_dump({
-        "stage": "ldm", "config": {"network": net, "diffusion": dict(L.DIFFUSION_DEFAULTS)},
-        "latents": {"shape": [3, 8, 8, 8], "scale_factor": 1.0}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "ldm",
+                "config": {"network": net, "diffusion": dict(L.DIFFUSION_DEFAULTS)},
+                "latents": {"shape": [3, 8, 8, 8], "scale_factor": 1.0},
+            }
+        )
+    )
     return weights, config
 
 
@@ -97,10 +119,28 @@ def test_missing_or_mismatched_stage2_checkpoint_is_a_hard_error(tmp_path):
 
 def test_verb_refuses_to_start_without_stage2_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="run rule train_ldm"):
-        D.main(["--latents", str(tmp_path), "--ldm-weights", str(tmp_path / "w.pt"), "--ldm-config",
-                str(tmp_path / "c.yaml"), "--autoencoder-weights", str(tmp_path / "a.pt"), "--autoencoder-config",
-                str(tmp_path / "a.yaml"), "--qc", "q", "--sessions", "s", "--splits", "p", "--out-dir",
-                str(tmp_path / "out")])
+        D.main(
+            [
+                "--latents",
+                str(tmp_path),
+                "--ldm-weights",
+                str(tmp_path / "w.pt"),
+                "--ldm-config",
+                str(tmp_path / "c.yaml"),
+                "--autoencoder-weights",
+                str(tmp_path / "a.pt"),
+                "--autoencoder-config",
+                str(tmp_path / "a.yaml"),
+                "--qc",
+                "q",
+                "--sessions",
+                "s",
+                "--splits",
+                "p",
+                "--out-dir",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -116,8 +156,11 @@ def test_pdae_loss_decreases_on_a_toy_batch(tmp_path):
 
     def evaluate():
         with torch.no_grad():
-            return float(pdae_loss(module.estimator, data.latents, t_eval, n_eval, module.encoder(data.images),
-                                   module.schedule, 0.1))
+            return float(
+                pdae_loss(
+                    module.estimator, data.latents, t_eval, n_eval, module.encoder(data.images), module.schedule, 0.1
+                )
+            )
 
     before = evaluate()
     for i in range(25):
@@ -133,10 +176,20 @@ def fit(run_dir, epochs, weights, config):
     ae = build_autoencoder(AE_NET).eval().requires_grad_(False)
     module = D.build_module(tiny_cfg(), weights, config, autoencoder=ae, scale_factor=1.0)
     settings = common.train_settings({**TINY["train"], "max_epochs": epochs})
-    trainer = common.build_trainer(settings, run_dir, monitor="val/ssim", ema_decay=0.9,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False)
-    trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), stage.loader(Toy(2), settings, shuffle=False),
-                ckpt_path=common.resume_checkpoint(run_dir))
+    trainer = common.build_trainer(
+        settings,
+        run_dir,
+        monitor="val/ssim",
+        ema_decay=0.9,
+        callbacks=[stage.SaveLastAtEnd(run_dir)],
+        enable_progress_bar=False,
+    )
+    trainer.fit(
+        module,
+        stage.loader(Toy(), settings, shuffle=True),
+        stage.loader(Toy(2), settings, shuffle=False),
+        ckpt_path=common.resume_checkpoint(run_dir),
+    )
     return module, trainer
 
 
@@ -169,13 +222,22 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     """Tiny overfit example: an LDM fitted to one latent, an LDAE fitted on it; deterministic DDIM inversion
     conditioned on y_sem followed by DDIM decoding (100 steps each) gives the latent back."""
     torch.manual_seed(0)
-    ldm = L.LDMModule(stage.resolve_config(L.DEFAULTS, {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"}, "lr": 5e-3},
-                                           "ldm"), latent_channels=3)
+    ldm = L.LDMModule(
+        stage.resolve_config(
+            L.DEFAULTS, {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"}, "lr": 5e-3}, "ldm"
+        ),
+        latent_channels=3,
+    )
     opt = ldm.configure_optimizers()
     x0, image = torch.randn(1, 3, 8, 8, 8), torch.rand(1, 1, 16, 16, 16)
     for _ in range(120):
-        loss = eps_loss(ldm.eps, x0.expand(4, -1, -1, -1, -1), ldm.schedule.sample_timesteps(4),
-                        torch.randn(4, 3, 8, 8, 8), ldm.schedule)
+        loss = eps_loss(
+            ldm.eps,
+            x0.expand(4, -1, -1, -1, -1),
+            ldm.schedule.sample_timesteps(4),
+            torch.randn(4, 3, 8, 8, 8),
+            ldm.schedule,
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -183,8 +245,9 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     module = D.build_module(tiny_cfg(), weights, config)
     opt = module.configure_optimizers()
     for i in range(15):
-        loss = module.training_step({"latent": x0.expand(4, -1, -1, -1, -1),
-                                     "image": image.expand(4, -1, -1, -1, -1)}, i)
+        loss = module.training_step(
+            {"latent": x0.expand(4, -1, -1, -1, -1), "image": image.expand(4, -1, -1, -1, -1)}, i
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

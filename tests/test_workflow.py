@@ -59,20 +59,38 @@ def test_paper_config_validates_and_schema_describes_every_key():
 
 def test_schema_walk_reaches_every_nesting():
     described = {"type": "integer", "description": "d"}
-    schema = {"properties": {
-        "plain": {"type": "integer"},
-        "ok": described,
-        "per_rule": {"type": "object", "description": "d", "additionalProperties": {"type": "object", "properties": {
-            "mem_mb": {"type": "integer"}}}},
-        "by_pattern": {"type": "object", "description": "d", "patternProperties": {"^x": {"type": "string"}}},
-        "records": {"type": "array", "description": "d", "items": {"type": "object", "description": "d",
-                                                                  "properties": {"name": {"type": "string"}}}},
-        "either": {"description": "d", "oneOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
-                                                 {"allOf": [{"properties": {"b": described}}]}]},
-        "labels": {"type": "object", "description": "d", "additionalProperties": {"enum": ["CN", "AD"]}},
-    }}
+    schema = {
+        "properties": {
+            "plain": {"type": "integer"},
+            "ok": described,
+            "per_rule": {
+                "type": "object",
+                "description": "d",
+                "additionalProperties": {"type": "object", "properties": {"mem_mb": {"type": "integer"}}},
+            },
+            "by_pattern": {"type": "object", "description": "d", "patternProperties": {"^x": {"type": "string"}}},
+            "records": {
+                "type": "array",
+                "description": "d",
+                "items": {"type": "object", "description": "d", "properties": {"name": {"type": "string"}}},
+            },
+            "either": {
+                "description": "d",
+                "oneOf": [
+                    {"type": "object", "properties": {"a": {"type": "string"}}},
+                    {"allOf": [{"properties": {"b": described}}]},
+                ],
+            },
+            "labels": {"type": "object", "description": "d", "additionalProperties": {"enum": ["CN", "AD"]}},
+        }
+    }
     assert undescribed_schema_nodes(schema) == [
-        "plain", "per_rule.*", "per_rule.*.mem_mb", "by_pattern.<^x>", "records[].name", "either.a"
+        "plain",
+        "per_rule.*",
+        "per_rule.*.mem_mb",
+        "by_pattern.<^x>",
+        "records[].name",
+        "either.a",
     ]
 
 
@@ -118,7 +136,11 @@ def test_dry_run_paper_config_with_adni_paths(tmp_path):
     (tmp_path / "ADNI").mkdir()
     (tmp_path / "clinical").mkdir()
     result = run_snakemake(
-        "-n", "--cores", "1", "--config", f"out_dir={tmp_path / 'out'}",
+        "-n",
+        "--cores",
+        "1",
+        "--config",
+        f"out_dir={tmp_path / 'out'}",
         f"data={{source: adni, adni_dir: {tmp_path / 'ADNI'}, clinical_dir: {tmp_path / 'clinical'}}}",
     )
     assert result.returncode == 0, result.stderr
@@ -137,13 +159,35 @@ def test_config_strings_get_their_schema_types():
     """What `--config ldm='{...}'` delivers (all strings) becomes the schema's types; strings stay strings."""
     from ldae.configtypes import typed
 
-    schema = {"type": "object", "properties": {
-        "lr": {"type": "number"}, "epochs": {"type": "integer"}, "ema": {"type": ["number", "null"]},
-        "flag": {"type": "boolean"}, "name": {"type": "string"}, "steps": {"type": "array", "items": {"type": "integer"}},
-        "nested": {"type": "object", "additionalProperties": {"type": "integer"}}}}
-    given = {"lr": "1e-5", "epochs": "1e3", "ema": "null", "flag": "true", "name": "007", "steps": ["10", "20"],
-             "nested": {"a": "3"}}
-    assert typed(given, schema) == {"lr": 1e-5, "epochs": 1000, "ema": None, "flag": True, "name": "007",
-                                    "steps": [10, 20], "nested": {"a": 3}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "lr": {"type": "number"},
+            "epochs": {"type": "integer"},
+            "ema": {"type": ["number", "null"]},
+            "flag": {"type": "boolean"},
+            "name": {"type": "string"},
+            "steps": {"type": "array", "items": {"type": "integer"}},
+            "nested": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    }
+    given = {
+        "lr": "1e-5",
+        "epochs": "1e3",
+        "ema": "null",
+        "flag": "true",
+        "name": "007",
+        "steps": ["10", "20"],
+        "nested": {"a": "3"},
+    }
+    assert typed(given, schema) == {
+        "lr": 1e-5,
+        "epochs": 1000,
+        "ema": None,
+        "flag": True,
+        "name": "007",
+        "steps": [10, 20],
+        "nested": {"a": 3},
+    }
     assert typed({"epochs": "2.5", "lr": "fast"}, schema) == {"epochs": "2.5", "lr": "fast"}  # the schema says why
     assert typed({"lr": 0.5, "extra": "1"}, schema) == {"lr": 0.5, "extra": "1"}  # typed values, unknown keys: as given

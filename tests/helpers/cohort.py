@@ -27,8 +27,15 @@ def make_cohort(root: Path, splits: dict[str, int], sessions_per_subject: int = 
         for _ in range(n_subjects):
             pid = f"sub-ADNI{s:03d}"
             probe = "probe_train" if split == "train" and s % 2 == 0 else "probe_val" if split == "train" else "n/a"
-            split_rows.append({"participant_id": pid, "baseline_diagnosis": "CN" if s % 2 else "AD",
-                               "n_sessions": sessions_per_subject, "split": split, "probe_split": probe})
+            split_rows.append(
+                {
+                    "participant_id": pid,
+                    "baseline_diagnosis": "CN" if s % 2 else "AD",
+                    "n_sessions": sessions_per_subject,
+                    "split": split,
+                    "probe_split": probe,
+                }
+            )
             for v in range(sessions_per_subject):
                 ses = f"ses-M{12 * v:03d}"
                 radii = 0.55 + 0.2 * rng.random(3)
@@ -37,10 +44,18 @@ def make_cohort(root: Path, splits: dict[str, int], sessions_per_subject: int = 
                 rel = f"{pid}/{ses}/anat/{pid}_{ses}_desc-preproc_T1w.nii.gz"
                 (deriv / rel).parent.mkdir(parents=True, exist_ok=True)
                 nib.save(nib.Nifti1Image(volume, np.diag([spacing] * 3 + [1.0])), deriv / rel)
-                sessions.append({"participant_id": pid, "session_id": ses, "months": 12 * v, "age": 70 + s + v,
-                                 "sex": "F", "diagnosis": "CN" if s % 2 else "AD", "t1w": "x"})
-                qc.append({"participant_id": pid, "session_id": ses, "status": "pass", "reason": "",
-                           "preproc": rel})
+                sessions.append(
+                    {
+                        "participant_id": pid,
+                        "session_id": ses,
+                        "months": 12 * v,
+                        "age": 70 + s + v,
+                        "sex": "F",
+                        "diagnosis": "CN" if s % 2 else "AD",
+                        "t1w": "x",
+                    }
+                )
+                qc.append({"participant_id": pid, "session_id": ses, "status": "pass", "reason": "", "preproc": rel})
             s += 1
     pd.DataFrame(sessions).to_csv(root / "sessions.tsv", sep="\t", index=False)
     pd.DataFrame(split_rows).to_csv(root / "splits.tsv", sep="\t", index=False)
@@ -52,5 +67,13 @@ def cohort_args(root: Path) -> list[str]:
     """The data arguments every image-reading training verb takes, for a :func:`make_cohort` folder."""
     import json
 
-    return ["--qc", str(root / "derivatives/ldae-preproc/qc.tsv"), "--sessions", str(root / "sessions.tsv"),
-            "--splits", str(root / "splits.tsv"), "--images", json.dumps(ci_config()["images"])]
+    return [
+        "--qc",
+        str(root / "derivatives/ldae-preproc/qc.tsv"),
+        "--sessions",
+        str(root / "sessions.tsv"),
+        "--splits",
+        str(root / "splits.tsv"),
+        "--images",
+        json.dumps(ci_config()["images"]),
+    ]

@@ -13,14 +13,24 @@ from ldae.models.semantic_encoder import SemanticEncoder
 
 torch.set_num_threads(1)
 
-TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8,
-               latent_channels=3)
-TINY_LDM = dict(latent_channels=3, channels=[16, 32, 32], num_res_blocks=1, attention_levels=[False, False, True],
-                norm_num_groups=8, num_heads=1, dropout=0.0)
-TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 16], tiny_depths=[1, 1], y_dim=16, num_heads=8, chunk_size=16,
-                attn_dropout=0.0)
-TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, y_dim=16,
-                dropout=0.0)
+TINY_AE = dict(
+    channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, latent_channels=3
+)
+TINY_LDM = dict(
+    latent_channels=3,
+    channels=[16, 32, 32],
+    num_res_blocks=1,
+    attention_levels=[False, False, True],
+    norm_num_groups=8,
+    num_heads=1,
+    dropout=0.0,
+)
+TINY_ENC = dict(
+    backbone="tiny", tiny_dims=[8, 16], tiny_depths=[1, 1], y_dim=16, num_heads=8, chunk_size=16, attn_dropout=0.0
+)
+TINY_DAE = dict(
+    channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, y_dim=16, dropout=0.0
+)
 SHAPE = (16, 16, 16)
 
 
