@@ -1,5 +1,7 @@
 # make demo  — fresh machine: create .venv, install, run the whole chain on a generated synthetic ADNI download
 # make test  — fresh machine: create .venv if missing, run the test suite (the command .ci/run calls)
+# make test-fast — the unit tests only (not marked slow or slurm): a few minutes on 2 cores
+# make lint  — ruff (lint + format check), snakefmt --check, snakemake --lint; make format applies the style
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -7,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint dryrun report containers clean-demo
+.PHONY: demo test test-fast lint format dryrun report containers clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +33,21 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakemake --lint --cores 1 --profile profiles/demo
+
+# lint fixes first (they may leave findings to fix by hand: make lint lists them), then the formatters
+format: $(STAMP)
+	$(BIN)/ruff check --fix --exit-zero .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt .
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --profile profiles/demo

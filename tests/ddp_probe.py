@@ -54,8 +54,13 @@ def write() -> None:
 
 class Probe(pl.Callback):
     def setup(self, trainer, pl_module, stage):
-        RECORD.update(rank=trainer.global_rank, world_size=trainer.world_size, pid=os.getpid(),
-                      threads=torch.get_num_threads(), accelerator=type(trainer.accelerator).__name__)
+        RECORD.update(
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            pid=os.getpid(),
+            threads=torch.get_num_threads(),
+            accelerator=type(trainer.accelerator).__name__,
+        )
         write()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -69,10 +74,13 @@ class Probe(pl.Callback):
         RECORD["val"].setdefault(str(trainer.current_epoch), []).append(sample_ids(batch))
 
     def on_train_epoch_end(self, trainer, pl_module):  # after validation, before the checkpoint callbacks
-        RECORD["epochs"].append({
-            "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-        })
+        RECORD["epochs"].append(
+            {
+                "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            }
+        )
         write()
 
     def on_train_end(self, trainer, pl_module):

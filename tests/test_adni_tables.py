@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -162,8 +161,14 @@ def test_every_problem_in_one_message_and_clinica_never_starts(download, tmp_pat
     err = capsys.readouterr().err
     assert rc == 1
     assert err.count("ldae adni-to-bids: error:") == 1 and "Traceback" not in err
-    for expected in ("ADNIMERGE.csv: missing column(s) AGE (", ", DX (", "MPRAGEMETA.csv: missing column(s) MagStrength",
-                     "MRIQUALITY.csv missing", "CDR.csv: missing column(s) VISCODE2", "config data.clinical_dir"):
+    for expected in (
+        "ADNIMERGE.csv: missing column(s) AGE (",
+        ", DX (",
+        "MPRAGEMETA.csv: missing column(s) MagStrength",
+        "MRIQUALITY.csv missing",
+        "CDR.csv: missing column(s) VISCODE2",
+        "config data.clinical_dir",
+    ):
         assert expected in err, (expected, err)
     assert not (tmp_path / "bids").exists() and not (tmp_path / "c.log").exists()  # clinica never started
 

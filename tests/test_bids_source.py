@@ -16,13 +16,14 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-import bids_cohort
-from bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 from ldae.data import sessions as sessions_mod
 from ldae.data import splits as splits_mod
 from ldae.data import validate_bids
 from ldae.data.bids_layout import CLINICA_LAYOUT, Layout
 from ldae.data.tables import TableError, read_sessions
+
+from helpers import bids_cohort
+from helpers.bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -74,7 +75,12 @@ def test_non_adni_cohort_sessions_and_splits(cohort, tmp_path):
     assert row.loc[("sub-OAS30003", "ses-02"), "months"] == 24 and row.loc[("sub-OAS30003", "ses-01"), "months"] == 0
     assert row.loc[("sub-OAS30005", "ses-02"), "age"] == pytest.approx(81.0)
     assert dict(zip(table.participant_id, table.diagnosis)) == {
-        "sub-OAS30001": "CN", "sub-OAS30002": "AD", "sub-OAS30003": "MCI", "sub-OAS30004": "CN", "sub-OAS30005": "AD"}
+        "sub-OAS30001": "CN",
+        "sub-OAS30002": "AD",
+        "sub-OAS30003": "MCI",
+        "sub-OAS30004": "CN",
+        "sub-OAS30005": "AD",
+    }
     assert set(table.sex) == {"F", "M"}
     assert row.loc[(TWO_RUNS, "ses-01"), "t1w"] == f"{TWO_RUNS}/ses-01/anat/{TWO_RUNS}_ses-01_run-1_T1w.nii.gz"
     why = reasons(excluded)
@@ -120,13 +126,16 @@ def test_time_sources(cohort, time, edit, expected):
     if edit == "days":
         for sessions_tsv in cohort.glob("sub-*/sub-*_sessions.tsv"):
             other = pd.read_csv(sessions_tsv, sep="\t")
-            other.assign(days=[0, 731] if sessions_tsv == path else [0, 365]).to_csv(sessions_tsv, sep="\t", index=False)
+            other.assign(days=[0, 731] if sessions_tsv == path else [0, 365]).to_csv(
+                sessions_tsv, sep="\t", index=False
+            )
     if edit == "scans":  # acq_time only in scans.tsv (BIDS: per file)
         frame.drop(columns=["acq_time"]).to_csv(path, sep="\t", index=False)
         for ses, stamp in zip(frame.session_id, frame.acq_time):
             scans = cohort / "sub-OAS30003" / ses / f"sub-OAS30003_{ses}_scans.tsv"
             pd.DataFrame({"filename": [f"anat/sub-OAS30003_{ses}_T1w.nii.gz"], "acq_time": [stamp]}).to_csv(
-                scans, sep="\t", index=False)
+                scans, sep="\t", index=False
+            )
     table, _ = build(cohort, with_layout(time=time))
     row = table.set_index(["participant_id", "session_id"])
     assert row.loc[("sub-OAS30003", "ses-02"), "months"] - row.loc[("sub-OAS30003", "ses-01"), "months"] == expected
@@ -160,7 +169,9 @@ def test_unmapped_value_and_participants_diagnosis(cohort):
     participants = pd.read_csv(cohort / "participants.tsv", sep="\t")
     participants.assign(dx=["CN", "AD", "MCI", " 0.50", "AD"]).to_csv(cohort / "participants.tsv", sep="\t",
                                                                             index=False)  # fmt: skip
-    layout = with_layout(diagnosis={"participants_column": "dx", "values": {**LAYOUT["diagnosis"]["values"], 0.5: "MCI"}})
+    layout = with_layout(
+        diagnosis={"participants_column": "dx", "values": {**LAYOUT["diagnosis"]["values"], 0.5: "MCI"}}
+    )
     table, _ = build(cohort, layout)
     assert table.set_index(["participant_id", "session_id"]).loc[NO_DIAGNOSIS, "diagnosis"] == "MCI"  # '0.50' == 0.5
 
@@ -217,6 +228,7 @@ def dry_run(tmp_path, data: dict, *extra):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_dry_run_starts_from_the_bids_dataset(cohort, tmp_path):
     result = dry_run(tmp_path, {"source": "bids", "bids_dir": str(cohort), "bids": {**LAYOUT, "validate": True}})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -225,6 +237,7 @@ def test_dry_run_starts_from_the_bids_dataset(cohort, tmp_path):
     assert "adni_to_bids" not in result.stdout + result.stderr and "rule synthesize_adni:" not in result.stdout
 
 
+@pytest.mark.slow
 def test_blank_bids_dir_names_the_key(tmp_path):
     result = dry_run(tmp_path, {"source": "bids", "bids_dir": ""})
     assert result.returncode != 0 and "data.bids_dir" in result.stdout + result.stderr

@@ -72,7 +72,9 @@ def test_bids_images_are_the_raw_scans_and_truth_masks_align(converted):
     dl, bids = converted
     truth = pd.read_csv(dl / "truth" / "images.tsv", sep="\t")
     for r in truth[truth.expected_in_bids].itertuples():
-        out = nib.load(bids / r.participant_id / r.session_id / "anat" / f"{r.participant_id}_{r.session_id}_T1w.nii.gz")
+        out = nib.load(
+            bids / r.participant_id / r.session_id / "anat" / f"{r.participant_id}_{r.session_id}_T1w.nii.gz"
+        )
         raw = synth_images.clinica_space(nib.load(dl / r.raw_path))
         mask = synth_images.clinica_space(nib.load(dl / r.mask_path))
         assert out.shape == raw.shape == mask.shape

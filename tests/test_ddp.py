@@ -24,18 +24,32 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ci_config, cohort_args
+from helpers.cohort import cohort_args
+from helpers.config import ci_config
 
-pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                                reason="torch without the gloo backend")
+pytestmark = [
+    pytest.mark.slow,  # 2-process training runs: make test, not make test-fast
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="torch without the gloo backend",
+    ),
+]
 
 PROBE = Path(__file__).parent / "ddp_probe.py"
 PROCESSES = 2
 BATCH = 2
 EPOCHS = 2
 N_TRAIN, N_VAL = 8, 5  # the ci_cohort fixture: with batch 2, rank 0 validates 2 batches, rank 1 one
-TRAIN = {"max_epochs": EPOCHS, "max_steps": -1, "batch_size": BATCH, "accumulate_grad_batches": 1,
-         "num_workers": 0, "checkpoint_every_n_steps": 3, "log_every_n_steps": 1, "val_every_n_epochs": 1}
+TRAIN = {
+    "max_epochs": EPOCHS,
+    "max_steps": -1,
+    "batch_size": BATCH,
+    "accumulate_grad_batches": 1,
+    "num_workers": 0,
+    "checkpoint_every_n_steps": 3,
+    "log_every_n_steps": 1,
+    "val_every_n_epochs": 1,
+}
 KILL_AT_STEP = 3  # stage 3: 2 steps an epoch -> the checkpoint at step 3 is in the middle of epoch 1
 
 
@@ -47,10 +61,18 @@ def stage_config(section: str, processes: int = PROCESSES, **over) -> dict:
 
 
 def clean_env(probe_dir: Path, kill_at: int = 0) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in (
-        "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")}
-    env.update(CUDA_VISIBLE_DEVICES="", LDAE_PROBE_DIR=str(probe_dir), LDAE_PROBE_KILL_AT_STEP=str(kill_at),
-               PYTHONWARNINGS="ignore")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_")
+        and k not in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
+    }
+    env.update(
+        CUDA_VISIBLE_DEVICES="",
+        LDAE_PROBE_DIR=str(probe_dir),
+        LDAE_PROBE_KILL_AT_STEP=str(kill_at),
+        PYTHONWARNINGS="ignore",
+    )
     return env
 
 
@@ -60,9 +82,13 @@ def run_verb(root: Path, name: str, argv: list, kill_at: int = 0) -> tuple[int, 
     probe_dir = root / "probe" / name
     log = root / f"{name}.log"
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, str(PROBE), *map(str, argv), "--devices", "0", "--threads", "2"],
-                                env=clean_env(probe_dir, kill_at), stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(PROBE), *map(str, argv), "--devices", "0", "--threads", "2"],
+            env=clean_env(probe_dir, kill_at),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             code = proc.wait(timeout=600)
         except subprocess.TimeoutExpired:
@@ -97,14 +123,38 @@ def runs(ci_cohort):
     assert cli.main(["encode-latents", *cohort_args(root), "--config", json.dumps({"num_workers": 0}),
                      "--autoencoder", str(m / "autoencoder"), "--out-dir", str(m / "latents"), "--devices", "0"]) == 0
     for name, processes in (("ldm", PROCESSES), ("ldm_1process", 1)):
-        out[name] = run_verb(root, name, [
-            "train-ldm", "--latents", m / "latents", "--config", json.dumps(stage_config("ldm", processes)),
-            "--out-dir", m / name, "--run-dir", root / "run" / name])
+        out[name] = run_verb(
+            root,
+            name,
+            [
+                "train-ldm",
+                "--latents",
+                m / "latents",
+                "--config",
+                json.dumps(stage_config("ldm", processes)),
+                "--out-dir",
+                m / name,
+                "--run-dir",
+                root / "run" / name,
+            ],
+        )
     out["ldae"] = run_verb(root, "ldae", ldae_argv(root, m / "ldae", root / "run/ldae"))
-    out["dae"] = run_verb(root, "dae", [
-        "train-dae", *cohort_args(root), "--config", json.dumps(stage_config("dae", val_max_sessions=0)),
-        "--encoder", json.dumps(ci_config()["ldae"]["encoder"]), "--out-dir", m / "dae", "--run-dir",
-        root / "run/dae"])
+    out["dae"] = run_verb(
+        root,
+        "dae",
+        [
+            "train-dae",
+            *cohort_args(root),
+            "--config",
+            json.dumps(stage_config("dae", val_max_sessions=0)),
+            "--encoder",
+            json.dumps(ci_config()["ldae"]["encoder"]),
+            "--out-dir",
+            m / "dae",
+            "--run-dir",
+            root / "run/dae",
+        ],
+    )
     return root, out
 
 
@@ -164,8 +214,9 @@ def test_autoencoder_two_optimisers_under_ddp(runs):
     ckpt = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["optimizer_states"]) == 2 and all(s["state"] for s in ckpt["optimizer_states"])
     best = checkpoint_weights(folder / "best.ckpt", "autoencoder.")
-    assert_same(torch.load(folder / "weights.pt", weights_only=True),
-                {k[len("autoencoder."):]: v for k, v in best.items()})
+    assert_same(
+        torch.load(folder / "weights.pt", weights_only=True), {k[len("autoencoder.") :]: v for k, v in best.items()}
+    )
     metrics = pd.read_csv(folder / "metrics.csv")
     assert metrics["val/ssim"].notna().sum() == EPOCHS
 
@@ -180,8 +231,8 @@ def test_ldm_with_ema_under_ddp_halves_the_steps(runs):
     assert out["ldm_1process"][1][0]["world_size"] == 1
     folder = models(root) / "ldm"
     ckpt = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
-    ema = {k[len("unet."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
-    raw = {k[len("unet."):]: v for k, v in ckpt["current_model_state"].items() if k.startswith("unet.")}
+    ema = {k[len("unet.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
+    raw = {k[len("unet.") :]: v for k, v in ckpt["current_model_state"].items() if k.startswith("unet.")}
     published = torch.load(folder / "weights.pt", weights_only=True)
     assert_same(published, ema)  # the final EMA weights ...
     assert any(not torch.equal(published[k], raw[k]) for k in published)  # ... not the raw ones
@@ -209,8 +260,10 @@ def test_dae_baseline_under_ddp(runs):
     folder = models(root) / "dae"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["best_val_ssim"] == pytest.approx(records[0]["best"]["score"])
-    assert_same(torch.load(folder / "weights.pt", weights_only=True),
-                checkpoint_weights(folder / f"{Path(records[0]['best']['path']).name}", "dae."))
+    assert_same(
+        torch.load(folder / "weights.pt", weights_only=True),
+        checkpoint_weights(folder / f"{Path(records[0]['best']['path']).name}", "dae."),
+    )
 
 
 def test_ldae_killed_mid_epoch_resumes_to_the_uninterrupted_run(runs):

@@ -42,14 +42,18 @@ def run(tmp_path) -> Path:
 
 def test_sums_per_rule_and_stage(run):
     stages = demo_summary.rule_stages(run / "rules")
-    assert stages == {"synthesize_adni": "data", "sessions": "data", "preprocess": "preprocess",
-                      "train_ldae": "train"}
+    assert stages == {"synthesize_adni": "data", "sessions": "data", "preprocess": "preprocess", "train_ldae": "train"}
     bench = demo_summary.read_benchmarks(run / "demo" / "benchmarks")
     table = demo_summary.summarise(bench, stages)
     assert list(table.stage) == ["data", "data", "preprocess", "train", "other"]
     seconds = dict(zip(table.rule, table.seconds))
-    assert seconds == {"synthesize_adni": 120.5, "sessions": 3.0, "preprocess": 45.0, "train_ldae": 3600.0,
-                       "mystery": 1.0}
+    assert seconds == {
+        "synthesize_adni": 120.5,
+        "sessions": 3.0,
+        "preprocess": 45.0,
+        "train_ldae": 3600.0,
+        "mystery": 1.0,
+    }
     assert dict(zip(table.rule, table.jobs))["preprocess"] == 2
     assert demo_summary.elapsed_seconds(bench) == pytest.approx(5001.0 - (1000.0 - 120.5))
     back_to_back = bench.assign(end=bench.seconds.cumsum() + 100.0)  # one job after the other, no gaps
@@ -67,7 +71,7 @@ def test_cli_prints_stages_and_files(run, capsys):
     assert any(line.split()[:2] == ["data", "0:02:04"] for line in lines)  # 120.5 + 3.0 s
     assert any(line.split()[:3] == ["preprocess", "0:00:45", "(2"] for line in lines)
     assert any(line.split()[:2] == ["train_ldae", "1:00:00"] for line in lines)
-    opened = lines[lines.index("Open first:") + 1:]
+    opened = lines[lines.index("Open first:") + 1 :]
     assert opened[0].startswith(f"  1. {run / 'demo' / 'report.html'}  - ") and "missing" not in opened[0]
     assert opened[1].startswith(f"  2. {run / 'demo' / 'results' / 'README.md'}  - ") and "(missing" in opened[1]
     figure = run / "demo" / "results" / "figures" / "figure5_lda.png"  # figure 6 absent: the next one
@@ -94,4 +98,9 @@ def test_every_benchmarked_rule_of_the_workflow_has_a_stage():
         benchmarked |= set(re.findall(r'bench_file\("(\w+)"', smk.read_text()))
     assert benchmarked and benchmarked <= set(stages)
     assert {stages[r] for r in ("synthesize_adni", "preprocess", "train_ldae", "train_dae", "probe")} == {
-        "data", "preprocess", "train", "baselines", "evaluate"}
+        "data",
+        "preprocess",
+        "train",
+        "baselines",
+        "evaluate",
+    }

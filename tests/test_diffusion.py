@@ -60,8 +60,11 @@ def test_schedule_matches_monai_and_formulas():
 def test_shift_in_eps_equals_posterior_variance_times_g():
     """c_t is exactly the eps-space image of the PDAE mean shift beta_tilde_t * G."""
     torch.manual_seed(0)
-    x_t, eps, g = torch.randn(4, 1, 3, 3, 3, dtype=F64), torch.randn(4, 1, 3, 3, 3, dtype=F64), torch.randn(
-        4, 1, 3, 3, 3, dtype=F64)
+    x_t, eps, g = (
+        torch.randn(4, 1, 3, 3, 3, dtype=F64),
+        torch.randn(4, 1, 3, 3, 3, dtype=F64),
+        torch.randn(4, 1, 3, 3, 3, dtype=F64),
+    )
     t = torch.tensor([1, 20, 300, 999])
     shifted = posterior_mean_from_eps(x_t, t, pdae_shifted_eps(eps, g, t, SCH), SCH)
     expect = posterior_mean_from_eps(x_t, t, eps, SCH) + extract(SCH.posterior_variance, t, x_t) * g
@@ -217,8 +220,13 @@ def test_ddim_argument_checks():
         ddim_invert(_gauss_eps, torch.zeros(2, 3, dtype=torch.long), SCH, 10)
     with pytest.raises(TypeError):
         ddim_sample(_gauss_eps, x, None, 10)
-    for bad in ({"grid": "linear"}, {"clip_x0": [1.0, -1.0]}, {"clip_x0": [1.0]}, {"clip_x0": "yes"},
-                {"clip": [-1, 1]}):
+    for bad in (
+        {"grid": "linear"},
+        {"clip_x0": [1.0, -1.0]},
+        {"clip_x0": [1.0]},
+        {"clip_x0": "yes"},
+        {"clip": [-1, 1]},
+    ):
         with pytest.raises(ValueError, match="ddim"):
             DDIMSettings.from_config(bad)
     assert DDIMSettings.from_config({}) == DDIMSettings() == DDIMSettings((-1.0, 1.0), "authors")
@@ -239,6 +247,7 @@ def _toy_eps(calls):
     def fn(x, t):  # a known, t-dependent epsilon
         calls.append((x.clone(), t.clone()))
         return 0.99 * x + 1e-6 * t.to(x.dtype)[:, None]
+
     return fn
 
 
@@ -338,8 +347,12 @@ def test_authors_clamp_on_unit_variance_latents():
         x_T = ddim_invert(_unit_eps, z0, SCH, 100, clip_x0=clip)
         rec = ddim_sample(_unit_eps, x_T, SCH, 100, clip_x0=clip)
         gen = ddim_sample(_unit_eps, noise, SCH, 100, clip_x0=clip)
-        found[name] = {"x_T std": x_T.std().item(), "outliers": (x_T.abs() > 4).double().mean().item(),
-                       "rmse": (rec - z0).pow(2).mean().sqrt().item(), "gen std": gen.std().item()}
+        found[name] = {
+            "x_T std": x_T.std().item(),
+            "outliers": (x_T.abs() > 4).double().mean().item(),
+            "rmse": (rec - z0).pow(2).mean().sqrt().item(),
+            "gen std": gen.std().item(),
+        }
     clamp, none = found["clamp"], found["none"]
     beyond = (z0.abs() > 1).double().mean().item()  # ~0.32
     assert 25 < clamp["x_T std"] < 60 and clamp["outliers"] == pytest.approx(beyond, abs=0.05), found
@@ -420,8 +433,10 @@ def test_lerp_slerp():
 
 def test_alpha_from_months():
     assert alpha_from_months(0, 6, 24) == pytest.approx(0.25)
-    assert torch.allclose(alpha_from_months(torch.tensor([0, 12]), torch.tensor([12, 18]), torch.tensor([24, 36])),
-                          torch.tensor([0.5, 0.25], dtype=F64))
+    assert torch.allclose(
+        alpha_from_months(torch.tensor([0, 12]), torch.tensor([12, 18]), torch.tensor([24, 36])),
+        torch.tensor([0.5, 0.25], dtype=F64),
+    )
     with pytest.raises(ValueError):
         alpha_from_months(0, 30, 24)
     with pytest.raises(ValueError):

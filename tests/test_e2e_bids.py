@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-import bids_cohort
-from bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 from ldae.data import synth, validate_bids
+
+from helpers import bids_cohort
+from helpers.bids_cohort import LAYOUT, NO_DIAGNOSIS, TWO_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "tests/configs/ci.yaml"
@@ -51,8 +52,14 @@ def run(tmp_path_factory):
     before = bids_cohort.tree_state(cohort)
     out = tmp / "out"
     config = tmp / "bids.yaml"
-    config.write_text(yaml.safe_dump({"out_dir": str(out), "data": {"source": "bids", "bids_dir": str(cohort),
-                                                                    "bids": {**LAYOUT, "validate": True}}}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "out_dir": str(out),
+                "data": {"source": "bids", "bids_dir": str(cohort), "bids": {**LAYOUT, "validate": True}},
+            }
+        )
+    )
     targets = [str(out / p) for p in ("tables/splits.tsv", "derivatives/ldae-preproc/qc.tsv",
                                       "derivatives/ldae-preproc/dataset_description.json", "models/autoencoder",
                                       "work/bids_validation.json")]  # fmt: skip

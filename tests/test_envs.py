@@ -22,48 +22,12 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from helpers.rules import ACTION_RULES, RULES, cli_commands, directive, module_file, rule_verbs
+
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / "envs"
 CONTAINERS = ROOT / "containers"
-SRC = ROOT / "src"
-RULE_FILES = [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
-ACTIONS = ("shell:", "script:", "notebook:", "wrapper:", "cwl:", "template_engine:")
-
-
-# ---- the rules, read from the rule files ----------------------------------------------------------
-def rule_blocks() -> dict[str, tuple[Path, str]]:
-    """rule/checkpoint name -> (file, text of its block), for top-level rules in the rule files."""
-    blocks = {}
-    for path in RULE_FILES:
-        lines = path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            match = re.match(r"(rule|checkpoint)\s+(\w+)\s*:", line)
-            if not match:
-                continue
-            body = []
-            for nxt in lines[i + 1 :]:
-                if nxt.strip() and not nxt.startswith((" ", "\t", "#")):
-                    break
-                body.append(nxt)
-            blocks[match.group(2)] = (path, "\n".join(body))
-    return blocks
-
-
-RULES = rule_blocks()
-ACTION_RULES = sorted(name for name, (_, body) in RULES.items() if any(a in body for a in ACTIONS))
 ENV_NAMES = sorted(p.stem for p in ENVS.glob("*.yaml"))
-
-
-def directive(body: str, name: str) -> str | None:
-    """The text following `name:` in a rule block (same line or the next non-empty one)."""
-    match = re.search(rf"^\s+{name}:[ \t]*(.*)$", body, re.M)
-    if not match:
-        return None
-    value = match.group(1).strip()
-    if value:
-        return value
-    rest = body[match.end() :].lstrip("\n").splitlines()
-    return rest[0].strip() if rest else ""
 
 
 def test_rule_files_found():
@@ -79,8 +43,8 @@ def test_rule_declares_conda_and_container_of_one_env(rule):
     assert container, f"rule {rule} ({path.name}) has no container: directive"
     env = re.fullmatch(r'env_file\("(\w+)"\),?', conda)
     image = re.fullmatch(r'container_for\("(\w+)"\),?', container)
-    assert env, f"rule {rule}: conda: should be env_file(\"<env>\"), got {conda!r}"
-    assert image, f"rule {rule}: container: should be container_for(\"<env>\"), got {container!r}"
+    assert env, f'rule {rule}: conda: should be env_file("<env>"), got {conda!r}'
+    assert image, f'rule {rule}: container: should be container_for("<env>"), got {container!r}'
     assert env.group(1) == image.group(1), f"rule {rule}: conda env {env.group(1)} but container {image.group(1)}"
     assert (ENVS / f"{env.group(1)}.yaml").is_file(), f"rule {rule}: envs/{env.group(1)}.yaml missing"
 
@@ -110,6 +74,7 @@ def workflow_rules():
     return {rule.name: rule for rule in rules}
 
 
+@pytest.mark.slow
 def test_parsed_rules_use_existing_env_files_and_matching_images(workflow_rules):
     checked = 0
     for name, rule in workflow_rules.items():
@@ -182,9 +147,9 @@ def test_env_pins_are_exactly_pyprojects(env):
         assert dist in wanted, f"envs/{env}.yaml pins {dist}, which pyproject.toml does not (add it there first)"
         assert version == wanted[dist], f"envs/{env}.yaml: {dist}=={version}, pyproject.toml: =={wanted[dist]}"
     python = [d for d in conda if str(d).startswith("python")]
-    assert python == ["python=3.11"], f"envs/{env}.yaml python {python}; pyproject requires-python " + pyproject()[
-        "project"
-    ]["requires-python"]
+    assert python == ["python=3.11"], (
+        f"envs/{env}.yaml python {python}; pyproject requires-python " + pyproject()["project"]["requires-python"]
+    )
     assert "pip" in conda
     for option in options:  # only index options; never a second source of versions
         assert re.fullmatch(r"--(extra-)?index-url https://\S+", option), f"envs/{env}.yaml: pip option {option!r}"
@@ -207,6 +172,17 @@ def dependency_closure(dists) -> set[str]:
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 stack.append(canonicalize_name(req.name))
     return seen
+
+
+@cache
+def env_closure(env: str) -> set[str]:
+    return dependency_closure(env_pins(env))
+
+
+@cache
+def installed_modules() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (a scan of site-packages: once per session)."""
+    return md.packages_distributions()
 
 
 @pytest.mark.parametrize("env", ENV_NAMES)
@@ -252,25 +228,7 @@ def test_container_pip_extraction_matches_env_file():
         ] and set(pip + options) == {line for line in lines if line}
 
 
-# ---- what each rule imports ----------------------------------------------------------------------------
-def cli_commands() -> dict[str, str]:
-    tree = ast.parse((SRC / "ldae/cli.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
-            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
-            if getattr(target, "id", "") == "COMMANDS":
-                return {k.value: v.elts[0].value for k, v in zip(node.value.keys, node.value.values)}
-    raise AssertionError("COMMANDS not found in src/ldae/cli.py")
-
-
-def module_file(module: str) -> Path | None:
-    base = SRC / Path(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
+# ---- what each rule imports (rule_verbs, cli_commands, module_file: tests/helpers/rules.py) -------------------
 def optional(node: ast.AST, parents: dict) -> bool:
     """An import inside `try: ... except ImportError` (or ModuleNotFoundError/Exception) is optional."""
     while node in parents:
@@ -327,18 +285,6 @@ def third_party_imports(module: str) -> dict[str, str]:
     return found
 
 
-def rule_verbs() -> list[tuple[str, str, str]]:
-    """(rule, env, verb) for every rule whose command is `python -m ldae.cli <verb>` / `ldae <verb>`."""
-    out = []
-    for rule in ACTION_RULES:
-        _, body = RULES[rule]
-        env = re.search(r'env_file\("(\w+)"\)', body)
-        verb = re.search(r"(?:-m ldae\.cli|\bldae)\s+([a-z][a-z0-9-]*)", body)
-        if env and verb:
-            out.append((rule, env.group(1), verb.group(1)))
-    return out
-
-
 @pytest.mark.parametrize("rule, env, verb", rule_verbs())
 def test_env_provides_what_the_rule_imports(rule, env, verb):
     commands = cli_commands()
@@ -346,8 +292,8 @@ def test_env_provides_what_the_rule_imports(rule, env, verb):
     module = commands[verb]
     if module_file(module) is None:
         pytest.skip(f"rule {rule}: `ldae {verb}` -> {module} is not written yet")
-    provided = dependency_closure(env_pins(env))
-    modules_to_dists = md.packages_distributions()
+    provided = env_closure(env)
+    modules_to_dists = installed_modules()
     missing = []
     for top, importer in sorted(third_party_imports(module).items()):
         dists = {canonicalize_name(d) for d in modules_to_dists.get(top, [])}

@@ -10,12 +10,34 @@ from ldae.evaluation.tables import write_table
 
 
 def table7() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"Model": "LDAE", "ROC-AUC": 0.88, "ROC-AUC_ci_low": 0.85, "ROC-AUC_ci_high": 0.91,
-         "MCC": 0.50, "MCC_ci_low": 0.45, "MCC_ci_high": 0.55, "MAE": 4.0, "MAE_ci_low": 3.8, "MAE_ci_high": 4.3},
-        {"Model": "DAE", "ROC-AUC": 0.75, "ROC-AUC_ci_low": 0.70, "ROC-AUC_ci_high": 0.80,
-         "MCC": 0.52, "MCC_ci_low": 0.40, "MCC_ci_high": 0.60, "MAE": 5.0, "MAE_ci_low": 4.6, "MAE_ci_high": 5.5},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "Model": "LDAE",
+                "ROC-AUC": 0.88,
+                "ROC-AUC_ci_low": 0.85,
+                "ROC-AUC_ci_high": 0.91,
+                "MCC": 0.50,
+                "MCC_ci_low": 0.45,
+                "MCC_ci_high": 0.55,
+                "MAE": 4.0,
+                "MAE_ci_low": 3.8,
+                "MAE_ci_high": 4.3,
+            },
+            {
+                "Model": "DAE",
+                "ROC-AUC": 0.75,
+                "ROC-AUC_ci_low": 0.70,
+                "ROC-AUC_ci_high": 0.80,
+                "MCC": 0.52,
+                "MCC_ci_low": 0.40,
+                "MCC_ci_high": 0.60,
+                "MAE": 5.0,
+                "MAE_ci_low": 4.6,
+                "MAE_ci_high": 5.5,
+            },
+        ]
+    )
 
 
 def claim(text):
@@ -26,9 +48,12 @@ def test_every_paper_number_is_a_claim():
     values = [c for c in CLAIMS if c.kind == "value"]
     assert sum(c.table == "table7_linear_probes" for c in values) == sum(len(r) - 1 for r in TABLE7)
     assert sum(c.table == "table6_reconstruction" for c in values) == sum(
-        r[k] is not None for r in TABLE6 for k in ("SSIM", "LPIPS", "MSE"))
+        r[k] is not None for r in TABLE6 for k in ("SSIM", "LPIPS", "MSE")
+    )
     assert {c.text for c in CLAIMS if c.table == "figure8_interpolation"} >= {
-        "6-month time gap: SSIM = 0.969", "every time gap up to 24 months: SSIM > 0.93"}
+        "6-month time gap: SSIM = 0.969",
+        "every time gap up to 24 months: SSIM > 0.93",
+    }
 
 
 def test_value_and_comparison_verdicts():
@@ -49,12 +74,14 @@ def test_value_and_comparison_verdicts():
 
 def test_threshold_claims_over_the_time_gaps():
     gap = "time gap (months)"
-    frame = pd.DataFrame([
-        {"stratum": "all", "level": "all", "ssim": 0.95, "ssim_ci_low": 0.90, "ssim_ci_high": 0.99},
-        {"stratum": gap, "level": "6", "ssim": 0.97, "ssim_ci_low": 0.965, "ssim_ci_high": 0.975},
-        {"stratum": gap, "level": "24", "ssim": 0.94, "ssim_ci_low": 0.935, "ssim_ci_high": 0.945},
-        {"stratum": gap, "level": "36", "ssim": 0.80, "ssim_ci_low": 0.75, "ssim_ci_high": 0.85},  # beyond 24
-    ])
+    frame = pd.DataFrame(
+        [
+            {"stratum": "all", "level": "all", "ssim": 0.95, "ssim_ci_low": 0.90, "ssim_ci_high": 0.99},
+            {"stratum": gap, "level": "6", "ssim": 0.97, "ssim_ci_low": 0.965, "ssim_ci_high": 0.975},
+            {"stratum": gap, "level": "24", "ssim": 0.94, "ssim_ci_low": 0.935, "ssim_ci_high": 0.945},
+            {"stratum": gap, "level": "36", "ssim": 0.80, "ssim_ci_low": 0.75, "ssim_ci_high": 0.85},  # beyond 24
+        ]
+    )
     above = claim("every time gap up to 24 months: SSIM > 0.93")
     verdict, words = judge(above, frame)
     assert verdict == "reproduced" and "at 6 months" in words and "at 36 months" not in words
@@ -71,8 +98,14 @@ def test_threshold_claims_over_the_time_gaps():
 def test_readme_states_the_verdicts(tmp_path):
     tables = tmp_path / "tables"
     write_table(table7(), tables / "table7_linear_probes.tsv", intervals=["ROC-AUC", "MCC", "MAE"])
-    readme = build_readme({"table7_linear_probes": tables / "table7_linear_probes.md",
-                           "table6_reconstruction": tables / "table6_reconstruction.md"}, {}, tmp_path / "README.md")
+    readme = build_readme(
+        {
+            "table7_linear_probes": tables / "table7_linear_probes.md",
+            "table6_reconstruction": tables / "table6_reconstruction.md",
+        },
+        {},
+        tmp_path / "README.md",
+    )
     assert "## The paper's claims in this run" in readme
     assert "- LDAE ROC-AUC = 0.8948: reproduced: the paper's 0.8948 lies in ours 0.88 [0.85, 0.91]" in readme
     assert "- LDAE MCC = 0.6369: not reproduced" in readme

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from test_eval_tiny import TINY_AE, TINY_DAE, TINY_ENC, TINY_LDM, _perturb
 
 from ldae import cli
 from ldae.data.tables import write_tsv_atomic
@@ -23,20 +22,31 @@ from ldae.evaluation.tables import read_table
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet
 from ldae.models.semantic_encoder import SemanticEncoder
 
+from helpers.tiny_models import TINY_AE, TINY_DAE, TINY_ENC, TINY_LDM, perturb
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|backbone weights).*")
 
 SHAPE = (16, 16, 16)
 ENCODER_SECTION = {**TINY_ENC}
-TRAIN = {"max_epochs": 1, "max_steps": 2, "batch_size": 2, "num_workers": 0, "checkpoint_every_n_steps": 50,
-         "log_every_n_steps": 1, "val_every_n_epochs": 1, "precision": "32-true"}
+TRAIN = {
+    "max_epochs": 1,
+    "max_steps": 2,
+    "batch_size": 2,
+    "num_workers": 0,
+    "checkpoint_every_n_steps": 50,
+    "log_every_n_steps": 1,
+    "val_every_n_epochs": 1,
+    "precision": "32-true",
+}
 
 
 def simple_transform(_cfg):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleIntensityd
 
-    return Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"),
-                    ScaleIntensityd(keys="image", minv=0.0, maxv=1.0)])
+    return Compose(
+        [LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"), ScaleIntensityd(keys="image", minv=0.0, maxv=1.0)]
+    )
 
 
 def phantom(rng, diagnosis, months):
@@ -54,8 +64,14 @@ def cohort(tmp_path_factory):
     subjects = []
     plan = [("test", "none")] * 4 + [("val", "none")] + [("train", "probe_train")] * 6 + [("train", "probe_val")] * 3
     for i, (split, probe) in enumerate(plan):
-        subjects.append({"participant_id": f"sub-ADNI{i:03d}", "diagnosis": ["CN", "AD", "MCI"][i % 3],
-                         "split": split, "probe_split": probe})
+        subjects.append(
+            {
+                "participant_id": f"sub-ADNI{i:03d}",
+                "diagnosis": ["CN", "AD", "MCI"][i % 3],
+                "split": split,
+                "probe_split": probe,
+            }
+        )
     sessions, qc = [], []
     for s in subjects:
         for v, months in enumerate((0, 6, 12)):
@@ -64,27 +80,40 @@ def cohort(tmp_path_factory):
             path = root / "derivatives" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(phantom(rng, s["diagnosis"], months), np.diag([2.0, 2.0, 2.0, 1.0])), path)
-            sessions.append({"participant_id": s["participant_id"], "session_id": sid, "months": months,
-                             "age": 70.0 + v * 0.5 + int(s["participant_id"][-3:]), "sex": "F",
-                             "diagnosis": s["diagnosis"], "t1w": "x"})
+            sessions.append(
+                {
+                    "participant_id": s["participant_id"],
+                    "session_id": sid,
+                    "months": months,
+                    "age": 70.0 + v * 0.5 + int(s["participant_id"][-3:]),
+                    "sex": "F",
+                    "diagnosis": s["diagnosis"],
+                    "t1w": "x",
+                }
+            )
             qc.append({"participant_id": s["participant_id"], "session_id": sid, "status": "pass", "preproc": rel})
     write_tsv_atomic(pd.DataFrame(sessions), root / "sessions.tsv")
-    write_tsv_atomic(pd.DataFrame([{**s, "baseline_diagnosis": s["diagnosis"], "n_sessions": 3} for s in subjects])[
-        ["participant_id", "baseline_diagnosis", "n_sessions", "split", "probe_split"]], root / "splits.tsv")
+    write_tsv_atomic(
+        pd.DataFrame([{**s, "baseline_diagnosis": s["diagnosis"], "n_sessions": 3} for s in subjects])[
+            ["participant_id", "baseline_diagnosis", "n_sessions", "split", "probe_split"]
+        ],
+        root / "splits.tsv",
+    )
     write_tsv_atomic(pd.DataFrame(qc), root / "derivatives" / "qc.tsv")
 
     # trained-model folders in the formats of the training rules (ldae.models.io reads them)
     torch.manual_seed(0)
     models = root / "models"
     ae = build_autoencoder(TINY_AE)
-    ldm = _perturb(build_ldm_unet(TINY_LDM))
-    est = _perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), 1)
+    ldm = perturb(build_ldm_unet(TINY_LDM))
+    est = perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), 1)
     enc = SemanticEncoder(TINY_ENC)
     for name in ("autoencoder", "latents", "ldm", "ldae"):
         (models / name).mkdir(parents=True)
     torch.save(ae.state_dict(), models / "autoencoder" / "weights.pt")
-    (models / "autoencoder" / "config.yaml").write_text(yaml.safe_dump({"stage": "autoencoder",
-                                                                         "config": {"network": TINY_AE}}))
+    (models / "autoencoder" / "config.yaml").write_text(
+        yaml.safe_dump({"stage": "autoencoder", "config": {"network": TINY_AE}})
+    )
     (models / "latents" / "scale.json").write_text(json.dumps({"scale_factor": 1.5}))
     ldm_cfg = {"network": TINY_LDM, "diffusion": {"num_train_timesteps": 1000}}
     torch.save(ldm.state_dict(), models / "ldm" / "weights.pt")
@@ -92,10 +121,19 @@ def cohort(tmp_path_factory):
     weights = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     weights.update({f"estimator.{k}": v for k, v in est.state_dict().items() if not k.startswith("ldm.")})
     torch.save(weights, models / "ldae" / "weights.pt")
-    (models / "ldae" / "config.yaml").write_text(yaml.safe_dump({
-        "stage": "ldae", "ldm": ldm_cfg,
-        "config": {"encoder": TINY_ENC, "guidance": "score",
-                   "estimator": {"share_middle_block": False, "init_branch_from_ldm": False, "dropout": 0.0}}}))
+    (models / "ldae" / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stage": "ldae",
+                "ldm": ldm_cfg,
+                "config": {
+                    "encoder": TINY_ENC,
+                    "guidance": "score",
+                    "estimator": {"share_middle_block": False, "init_branch_from_ldm": False, "dropout": 0.0},
+                },
+            }
+        )
+    )
     return root
 
 
@@ -111,8 +149,7 @@ def run(verb, *args):
 
 
 def data_args(root):
-    return ["--qc", root / "derivatives/qc.tsv", "--sessions", root / "sessions.tsv", "--splits",
-            root / "splits.tsv"]
+    return ["--qc", root / "derivatives/qc.tsv", "--sessions", root / "sessions.tsv", "--splits", root / "splits.tsv"]
 
 
 def ldae_args(root):
@@ -132,9 +169,18 @@ def trained(cohort):
         run("train-dae", "--out-dir", root / "models/dae", *data_args(root), "--config", json.dumps(dae_cfg),
             "--encoder", json.dumps(ENCODER_SECTION), "--ddim", json.dumps({"grid": "exact"}))
         for task in ("ad", "age"):
-            run("train-supervised", "--task", task, "--out-dir", root / f"models/supervised_{task}", *data_args(root),
-                "--config", json.dumps({"cache": "none", "lr": 1e-3, "train": TRAIN}),
-                "--encoder", json.dumps(ENCODER_SECTION))
+            run(
+                "train-supervised",
+                "--task",
+                task,
+                "--out-dir",
+                root / f"models/supervised_{task}",
+                *data_args(root),
+                "--config",
+                json.dumps({"cache": "none", "lr": 1e-3, "train": TRAIN}),
+                "--encoder",
+                json.dumps(ENCODER_SECTION),
+            )
     return root
 
 
@@ -157,23 +203,55 @@ def test_baselines_trained_and_loadable(trained):
     assert sup(torch.rand(1, 1, *SHAPE)).shape == (1, 1)
 
 
+@pytest.mark.slow
 def test_evaluation_verbs_end_to_end(trained):
     root = trained
     emb, res = root / "embeddings", root / "results"
-    run("embed", "--model", "ldae", *data_args(root), *ldae_args(root), "--out", emb / "ldae.npz",
-        "--config", json.dumps({"ddim_steps": 3, "batch_size": 4}), "--ddim", json.dumps({"clip_x0": None}))
+    run(
+        "embed",
+        "--model",
+        "ldae",
+        *data_args(root),
+        *ldae_args(root),
+        "--out",
+        emb / "ldae.npz",
+        "--config",
+        json.dumps({"ddim_steps": 3, "batch_size": 4}),
+        "--ddim",
+        json.dumps({"clip_x0": None}),
+    )
     for name in ("dae", "supervised_ad", "supervised_age"):
-        run("embed", "--model", name, "--model-dir", root / "models" / name, *data_args(root),
-            "--out", emb / f"{name}.npz")
+        run(
+            "embed",
+            "--model",
+            name,
+            "--model-dir",
+            root / "models" / name,
+            *data_args(root),
+            "--out",
+            emb / f"{name}.npz",
+        )
     ldae = load_embeddings(emb / "ldae.npz")
     assert len(ldae.ids) == 14 * 3 and len(ldae.extra["rows"]) == 4 * 3 and int(ldae.extra["steps"]) == 3
     assert json.loads(str(ldae.extra["ddim"])) == {"clip_x0": None, "grid": "authors"}  # the inversion's settings
 
-    run("probe", "--sessions", root / "sessions.tsv", "--splits", root / "splits.tsv",
-        "--embeddings", *(f"{n}={emb / n}.npz" for n in ("ldae", "dae", "supervised_ad", "supervised_age")),
-        "--config", json.dumps({"classifier_epochs": 5, "regressor_epochs": 5}),
-        "--table", res / "tables/table7_linear_probes.tsv", "--history", res / "probes/history.tsv",
-        "--figure", res / "figures/figure5_lda.png")
+    run(
+        "probe",
+        "--sessions",
+        root / "sessions.tsv",
+        "--splits",
+        root / "splits.tsv",
+        "--embeddings",
+        *(f"{n}={emb / n}.npz" for n in ("ldae", "dae", "supervised_ad", "supervised_age")),
+        "--config",
+        json.dumps({"classifier_epochs": 5, "regressor_epochs": 5}),
+        "--table",
+        res / "tables/table7_linear_probes.tsv",
+        "--history",
+        res / "probes/history.tsv",
+        "--figure",
+        res / "figures/figure5_lda.png",
+    )
     t7 = read_table(res / "tables/table7_linear_probes.tsv")
     assert list(t7.Model) == ["LDAE", "DAE", "Supervised encoder", TRIVIAL_ROW]
     assert t7[["Accuracy", "ROC-AUC", "MAE"]].notna().all().all()
@@ -183,28 +261,66 @@ def test_evaluation_verbs_end_to_end(trained):
     first = t7.iloc[0]
     assert f"{first.MAE:.4f} [{first.MAE_ci_low:.4f}, {first.MAE_ci_high:.4f}]" in md7
 
-    run("reconstruct", *data_args(root), *ldae_args(root), "--dae", root / "models/dae",
-        "--config", json.dumps({"steps": [2, 3], "max_sessions": 2}),
-        "--table", res / "tables/table6_reconstruction.tsv", "--per-session", res / "reconstruction/per_session.tsv",
-        "--figure", res / "figures/table6_examples.png")
+    run(
+        "reconstruct",
+        *data_args(root),
+        *ldae_args(root),
+        "--dae",
+        root / "models/dae",
+        "--config",
+        json.dumps({"steps": [2, 3], "max_sessions": 2}),
+        "--table",
+        res / "tables/table6_reconstruction.tsv",
+        "--per-session",
+        res / "reconstruction/per_session.tsv",
+        "--figure",
+        res / "figures/table6_examples.png",
+    )
     t6 = read_table(res / "tables/table6_reconstruction.tsv")
     assert len(t6) == 1 + 5 * 2 and t6.LPIPS.isna().all() and t6.n.eq(2).all()
     assert (t6.SSIM_ci_low <= t6.SSIM_ci_high).all() and t6.MSE_ci_low.notna().all()
     assert "n/a" in (res / "tables/table6_reconstruction.md").read_text()
 
-    run("interpolate", "--sessions", root / "sessions.tsv", "--splits", root / "splits.tsv", *ldae_args(root),
-        "--embeddings", emb / "ldae.npz", "--table", res / "tables/figure8_interpolation.tsv",
-        "--triplets", res / "interpolation/triplets.tsv", "--figure", res / "figures/figure8_interpolation.png")
+    run(
+        "interpolate",
+        "--sessions",
+        root / "sessions.tsv",
+        "--splits",
+        root / "splits.tsv",
+        *ldae_args(root),
+        "--embeddings",
+        emb / "ldae.npz",
+        "--table",
+        res / "tables/figure8_interpolation.tsv",
+        "--triplets",
+        res / "interpolation/triplets.tsv",
+        "--figure",
+        res / "figures/figure8_interpolation.png",
+    )
     trip = pd.read_csv(res / "interpolation/triplets.tsv", sep="\t")
     assert len(trip) == 4 and trip.alpha.eq(0.5).all()  # 4 test subjects x one (0, 6, 12) triplet
     f8 = read_table(res / "tables/figure8_interpolation.tsv")
     assert {"ssim_ci_low", "ssim_ci_high", "nearest_mse_ci_low", "ssim_gain"} <= set(f8.columns)
 
-    run("manipulate", *data_args(root), *ldae_args(root), "--embeddings", emb / "ldae.npz",
-        "--config", json.dumps({"scales": [0, 2], "ddim_steps": 2}),
-        "--probe-config", json.dumps({"classifier_epochs": 5}),
-        "--table", res / "tables/figure67_manipulation.tsv", "--figure-cn", res / "figures/figure6_manipulation_cn.png",
-        "--figure-ad", res / "figures/figure7_manipulation_ad.png", "--volumes", res / "manipulation")
+    run(
+        "manipulate",
+        *data_args(root),
+        *ldae_args(root),
+        "--embeddings",
+        emb / "ldae.npz",
+        "--config",
+        json.dumps({"scales": [0, 2], "ddim_steps": 2}),
+        "--probe-config",
+        json.dumps({"classifier_epochs": 5}),
+        "--table",
+        res / "tables/figure67_manipulation.tsv",
+        "--figure-cn",
+        res / "figures/figure6_manipulation_cn.png",
+        "--figure-ad",
+        res / "figures/figure7_manipulation_ad.png",
+        "--volumes",
+        res / "manipulation",
+    )
     man = read_table(res / "tables/figure67_manipulation.tsv")
     assert set(man.diagnosis) == {"AD", "CN"} and set(man.towards) == {"AD", "CN"}
     vols = sorted((res / "manipulation").glob("*.nii.gz"))
@@ -214,10 +330,22 @@ def test_evaluation_verbs_end_to_end(trained):
 
     bench = root / "bench.tsv"
     bench.write_text("s\th:m:s\n7200\t2:00:00\n")
-    run("time-inference", *data_args(root), *ldae_args(root), "--dae", root / "models/dae",
-        "--reconstruction", res / "tables/table6_reconstruction.tsv", "--config",
-        json.dumps({"steps": 3, "repeats": 1, "warmup": 0}), "--benchmarks-ldae", bench, "--benchmarks-dae",
-        "--table", res / "tables/table5_efficiency.tsv")
+    run(
+        "time-inference",
+        *data_args(root),
+        *ldae_args(root),
+        "--dae",
+        root / "models/dae",
+        "--reconstruction",
+        res / "tables/table6_reconstruction.tsv",
+        "--config",
+        json.dumps({"steps": 3, "repeats": 1, "warmup": 0}),
+        "--benchmarks-ldae",
+        bench,
+        "--benchmarks-dae",
+        "--table",
+        res / "tables/table5_efficiency.tsv",
+    )
     t5 = read_table(res / "tables/table5_efficiency.tsv")
     assert list(t5.Model) == ["LDAE", "DAE"] and t5["Training (h)"][0] == pytest.approx(2.0)
     assert set(t5.Precision) == {"fp32 (CPU)"}
@@ -225,10 +353,17 @@ def test_evaluation_verbs_end_to_end(trained):
     assert (t5["Seconds per reconstruction"] > 0).all() and t5["speed-up vs DAE"][1] == pytest.approx(1.0)
     assert not np.isnan(t5.SSIM[0])  # from Table 6 at T = 3
 
-    tables = [res / f"tables/{s}.md" for s in ("table5_efficiency", "table6_reconstruction", "table7_linear_probes",
-                                               "figure8_interpolation", "figure67_manipulation")]
-    run("results-readme", "--tables", *tables, "--figures", res / "figures/figure5_lda.png", "--out",
-        res / "README.md")
+    tables = [
+        res / f"tables/{s}.md"
+        for s in (
+            "table5_efficiency",
+            "table6_reconstruction",
+            "table7_linear_probes",
+            "figure8_interpolation",
+            "figure67_manipulation",
+        )
+    ]
+    run("results-readme", "--tables", *tables, "--figures", res / "figures/figure5_lda.png", "--out", res / "README.md")
     readme = (res / "README.md").read_text()
     assert readme.count("Paper (Lozupone et al. 2025)") >= 4 and "](figures/figure5_lda.png)" in readme
     assert "## The paper's claims in this run" in readme and "- LDAE ROC-AUC = 0.8948: " in readme
@@ -239,8 +374,17 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
     root, res = trained, tmp_path / "results"
     emb = root / "embeddings" / "ldae.npz"
     if not emb.is_file():
-        run("embed", "--model", "ldae", *data_args(root), *ldae_args(root), "--out", emb,
-            "--config", json.dumps({"ddim_steps": 2}))
+        run(
+            "embed",
+            "--model",
+            "ldae",
+            *data_args(root),
+            *ldae_args(root),
+            "--out",
+            emb,
+            "--config",
+            json.dumps({"ddim_steps": 2}),
+        )
     sessions = pd.read_csv(root / "sessions.tsv", sep="\t")
     splits = pd.read_csv(root / "splits.tsv", sep="\t")
     test_ids = set(splits.participant_id[splits.split == "test"])
@@ -248,16 +392,53 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
     sessions.loc[sessions.diagnosis == "AD", "diagnosis"] = "MCI"  # no AD anywhere: no AD-vs-CN probe
     write_tsv_atomic(sessions, tmp_path / "sessions.tsv")
     small = ["--sessions", tmp_path / "sessions.tsv", "--splits", root / "splits.tsv"]
-    run("probe", *small, "--embeddings", f"ldae={emb}", "--config", json.dumps({"regressor_epochs": 3}),
-        "--table", res / "t7.tsv", "--history", res / "h.tsv", "--figure", res / "f5.png")
+    run(
+        "probe",
+        *small,
+        "--embeddings",
+        f"ldae={emb}",
+        "--config",
+        json.dumps({"regressor_epochs": 3}),
+        "--table",
+        res / "t7.tsv",
+        "--history",
+        res / "h.tsv",
+        "--figure",
+        res / "f5.png",
+    )
     t7 = read_table(res / "t7.tsv")
     assert np.isnan(t7.Accuracy[0]) and not np.isnan(t7.MAE[0]) and "single diagnosis" in t7.note[0]
-    run("interpolate", *small, *ldae_args(root), "--embeddings", emb, "--table", res / "f8.tsv",
-        "--triplets", res / "trip.tsv", "--figure", res / "f8.png")
+    run(
+        "interpolate",
+        *small,
+        *ldae_args(root),
+        "--embeddings",
+        emb,
+        "--table",
+        res / "f8.tsv",
+        "--triplets",
+        res / "trip.tsv",
+        "--figure",
+        res / "f8.png",
+    )
     assert read_table(res / "f8.tsv").n[0] == 0 and (res / "f8.png").is_file()
-    run("manipulate", "--qc", root / "derivatives/qc.tsv", *small, *ldae_args(root), "--embeddings", emb,
-        "--table", res / "m.tsv", "--figure-cn", res / "f6.png", "--figure-ad", res / "f7.png",
-        "--volumes", res / "vol")
+    run(
+        "manipulate",
+        "--qc",
+        root / "derivatives/qc.tsv",
+        *small,
+        *ldae_args(root),
+        "--embeddings",
+        emb,
+        "--table",
+        res / "m.tsv",
+        "--figure-cn",
+        res / "f6.png",
+        "--figure-ad",
+        res / "f7.png",
+        "--volumes",
+        res / "vol",
+    )
     assert "no AD-vs-CN probe direction" in (res / "m.md").read_text() and (res / "f6.png").is_file()
     # a supervised AD model without both classes in probe_train: published untrained, never a crash
     import ldae.data.images as images
@@ -278,21 +459,51 @@ def test_manipulate_with_the_authors_probe(trained, tmp_path):
     root, res = trained, tmp_path / "results"
     emb = root / "embeddings" / "ldae.npz"
     if not emb.is_file():
-        run("embed", "--model", "ldae", *data_args(root), *ldae_args(root), "--out", emb,
-            "--config", json.dumps({"ddim_steps": 2}))
+        run(
+            "embed",
+            "--model",
+            "ldae",
+            *data_args(root),
+            *ldae_args(root),
+            "--out",
+            emb,
+            "--config",
+            json.dumps({"ddim_steps": 2}),
+        )
     y = load_embeddings(emb).y.astype(np.float64)
     gen = torch.Generator().manual_seed(3)
     dim = y.shape[1]
-    torch.save({"state_dict": {"model.weight": torch.randn(1, dim, generator=gen), "model.bias": torch.zeros(1)},
-                "epoch": 3}, tmp_path / "disease_classifier.ckpt")
+    torch.save(
+        {"state_dict": {"model.weight": torch.randn(1, dim, generator=gen), "model.bias": torch.zeros(1)}, "epoch": 3},
+        tmp_path / "disease_classifier.ckpt",
+    )
     torch.save(torch.from_numpy(y.mean(0)), tmp_path / "semantic_mean.pt")
     torch.save(torch.from_numpy(y.std(0) + 1e-3), tmp_path / "semantic_std.pt")
-    write_official_probe(tmp_path / "disease_classifier.ckpt", tmp_path / "semantic_mean.pt",
-                         tmp_path / "semantic_std.pt", tmp_path / "probe.pt")
-    run("manipulate", *data_args(root), *ldae_args(root), "--embeddings", emb, "--probe-file", tmp_path / "probe.pt",
-        "--config", json.dumps({"scales": [0, 3], "ddim_steps": 2}),
-        "--table", res / "m.tsv", "--figure-cn", res / "f6.png", "--figure-ad", res / "f7.png",
-        "--volumes", res / "vol")
+    write_official_probe(
+        tmp_path / "disease_classifier.ckpt",
+        tmp_path / "semantic_mean.pt",
+        tmp_path / "semantic_std.pt",
+        tmp_path / "probe.pt",
+    )
+    run(
+        "manipulate",
+        *data_args(root),
+        *ldae_args(root),
+        "--embeddings",
+        emb,
+        "--probe-file",
+        tmp_path / "probe.pt",
+        "--config",
+        json.dumps({"scales": [0, 3], "ddim_steps": 2}),
+        "--table",
+        res / "m.tsv",
+        "--figure-cn",
+        res / "f6.png",
+        "--figure-ad",
+        res / "f7.png",
+        "--volumes",
+        res / "vol",
+    )
     man = read_table(res / "m.tsv")
     assert set(man.diagnosis) == {"AD", "CN"} and f"Probe: {tmp_path / 'probe.pt'}" in (res / "m.md").read_text()
     cn = man[man.diagnosis == "CN"].sort_values("scale").p_positive_code.to_numpy()
@@ -303,6 +514,27 @@ def test_manipulate_with_the_authors_probe(trained, tmp_path):
     torch.save(torch.ones(dim + 1), tmp_path / "s.pt")
     write_official_probe(tmp_path / "wide.ckpt", tmp_path / "m.pt", tmp_path / "s.pt", tmp_path / "wide.pt")
     with pytest.raises(SystemExit, match=f"{dim + 1} inputs.*{dim}-d"):
-        cli.main(["manipulate", *map(str, [*data_args(root), *ldae_args(root), "--embeddings", emb, "--probe-file",
-                                           tmp_path / "wide.pt", "--table", res / "w.tsv", "--figure-cn",
-                                           res / "w6.png", "--figure-ad", res / "w7.png", "--volumes", res / "wv"])])
+        cli.main(
+            [
+                "manipulate",
+                *map(
+                    str,
+                    [
+                        *data_args(root),
+                        *ldae_args(root),
+                        "--embeddings",
+                        emb,
+                        "--probe-file",
+                        tmp_path / "wide.pt",
+                        "--table",
+                        res / "w.tsv",
+                        "--figure-cn",
+                        res / "w6.png",
+                        "--figure-ad",
+                        res / "w7.png",
+                        "--volumes",
+                        res / "wv",
+                    ],
+                ),
+            ]
+        )

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_eval_tiny import tiny_ldae, volumes
 
 from ldae.evaluation.figures import figure8_interpolation
 from ldae.evaluation.interpolate import enumerate_triplets, interpolation_study, stratify
 from ldae.evaluation.metrics import ssim
+
+from helpers.tiny_models import tiny_ldae, volumes
 
 torch.set_num_threads(1)
 
@@ -21,8 +22,13 @@ SCHEDULE = {"sub-A": [0, 6, 12, 24], "sub-B": [0, 12], "sub-C": [0, 6, 12, 18, 2
 
 
 def visits(schedule=SCHEDULE):
-    return pd.DataFrame([{"participant_id": p, "session_id": f"ses-M{m:02d}", "months": m}
-                         for p, months in schedule.items() for m in months])
+    return pd.DataFrame(
+        [
+            {"participant_id": p, "session_id": f"ses-M{m:02d}", "months": m}
+            for p, months in schedule.items()
+            for m in months
+        ]
+    )
 
 
 def test_triplet_count_and_alphas():

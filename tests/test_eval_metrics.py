@@ -49,8 +49,14 @@ def test_ssim_matches_scikit_image_gaussian_window():
     x, y = pair()
     ours = ssim(y, x, kernel_size=11, sigma=1.5)
     for i in range(2):
-        ref = structural_similarity(x[i, 0].numpy().astype(np.float64), y[i, 0].numpy().astype(np.float64),
-                                    data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        ref = structural_similarity(
+            x[i, 0].numpy().astype(np.float64),
+            y[i, 0].numpy().astype(np.float64),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
         assert float(ours[i]) == pytest.approx(ref, abs=1e-4)  # MONAI computes in float32
 
 
@@ -62,7 +68,8 @@ def test_ssim_paper_setting_matches_independent_implementation():
         ref = ssim_reference(y[i, 0].numpy(), x[i, 0].numpy(), 3, 1.5)
         assert float(ours[i]) == pytest.approx(ref, abs=1e-4)  # MONAI computes in float32
     assert ssim_reference(y[0, 0].numpy(), x[0, 0].numpy(), 11, 1.5) == pytest.approx(
-        float(ssim(y, x, kernel_size=11)[0]), abs=1e-5)
+        float(ssim(y, x, kernel_size=11)[0]), abs=1e-5
+    )
     assert float(ssim(x, x)[0]) == pytest.approx(1.0, abs=1e-6)
     # worse images score lower
     _, y_bad = pair(seed=1, noise=0.3)
@@ -107,8 +114,9 @@ def test_lpips_local_weights_seeded(tmp_path):
 
 
 def test_table_writers(tmp_path):
-    frame = pd.DataFrame({"Model": ["LDAE", "DAE"], "SSIM": [0.96123456, 0.5], "LPIPS": [float("nan"), None],
-                          "n": [10, 20000]})
+    frame = pd.DataFrame(
+        {"Model": ["LDAE", "DAE"], "SSIM": [0.96123456, 0.5], "LPIPS": [float("nan"), None], "n": [10, 20000]}
+    )
     write_table(frame, tmp_path / "table6_reconstruction.tsv", notes=["a note"])
     tsv = (tmp_path / "table6_reconstruction.tsv").read_text()
     assert "n/a" in tsv and "0.96123456" in tsv
@@ -117,5 +125,10 @@ def test_table_writers(tmp_path):
     assert "- a note" in md
     back = read_table(tmp_path / "table6_reconstruction.tsv")
     assert back.LPIPS.isna().all() and back.SSIM[0] == pytest.approx(0.96123456)
-    assert format_value(0.00012345) == "1.234e-04" and format_value(None) == "n/a" and format_value(3.0) == "3.0000" and format_value(2.0e4) == "20,000"
+    assert (
+        format_value(0.00012345) == "1.234e-04"
+        and format_value(None) == "n/a"
+        and format_value(3.0) == "3.0000"
+        and format_value(2.0e4) == "20,000"
+    )
     assert markdown_table(pd.DataFrame({"a": ["x|y"]})).endswith("| x\\|y |")

@@ -41,8 +41,17 @@ def cohort(n_subjects=60, visits=3, dim=12, seed=0, signal=2.0):
             f[0] += {"CN": -signal, "MCI": 0.0, "AD": signal}[diagnosis]
             f[1] += (age - 72) / 2
             feats.append(f * 10 + 100)  # far from zero mean / unit variance: z-scoring matters
-            rows.append({"participant_id": f"sub-{s:03d}", "session_id": f"ses-M{6 * v:02d}", "age": age,
-                         "diagnosis": diagnosis, "split": split, "probe_split": probe, "months": 6 * v})
+            rows.append(
+                {
+                    "participant_id": f"sub-{s:03d}",
+                    "session_id": f"ses-M{6 * v:02d}",
+                    "age": age,
+                    "diagnosis": diagnosis,
+                    "split": split,
+                    "probe_split": probe,
+                    "months": 6 * v,
+                }
+            )
     return pd.DataFrame(rows), np.asarray(feats, dtype=np.float32)
 
 
@@ -57,8 +66,10 @@ def test_probe_splits_are_subject_grouped_and_task_specific():
     # label convention: CN = 1 (authors' code), flippable
     train = table[(table.split == "train") & (table.probe_split == "probe_train") & table.diagnosis.isin(["AD", "CN"])]
     assert np.array_equal(ad.y["probe_train"], (train.diagnosis == "CN").to_numpy(float))
-    assert np.array_equal(probe_splits(table, feats, "ad", positive_class="AD").y["probe_train"],
-                          (train.diagnosis == "AD").to_numpy(float))
+    assert np.array_equal(
+        probe_splits(table, feats, "ad", positive_class="AD").y["probe_train"],
+        (train.diagnosis == "AD").to_numpy(float),
+    )
     age = probe_splits(table, feats, "age")
     assert sum(age.sizes().values()) == len(table)
     bad = table.copy()
@@ -71,8 +82,16 @@ def test_probe_splits_are_subject_grouped_and_task_specific():
 def test_classifier_finds_planted_signal_with_training_statistics_only():
     table, feats = cohort()
     data = probe_splits(table, feats, "ad")
-    probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                               data.y["probe_val"], "classification", lr=1e-2, epochs=200, seed=0)
+    probe = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "classification",
+        lr=1e-2,
+        epochs=200,
+        seed=0,
+    )
     assert np.allclose(probe.scaler.mean_, data.X["probe_train"].mean(0), atol=1e-4)  # train statistics only
     m = classification_metrics(data.y["test"], probe.predict_proba(data.X["test"]))
     assert m["Accuracy"] > 0.9 and m["ROC-AUC"] > 0.95
@@ -84,19 +103,45 @@ def test_classifier_finds_planted_signal_with_training_statistics_only():
     assert probe.history.val_mcc[probe.best_epoch] == probe.history.val_mcc[1:].max()
     kept = skm.matthews_corrcoef(data.y["probe_val"].astype(int), (probe.decision(data.X["probe_val"]) >= 0))
     assert kept == pytest.approx(probe.history.val_mcc[probe.best_epoch])
-    by_loss = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                                 data.y["probe_val"], "classification", lr=1e-2, epochs=200, seed=0, selection="loss")
+    by_loss = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "classification",
+        lr=1e-2,
+        epochs=200,
+        seed=0,
+        selection="loss",
+    )
     assert by_loss.history.val_loss[by_loss.best_epoch] == by_loss.history.val_loss[1:].min()
-    again = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                               data.y["probe_val"], "classification", lr=1e-2, epochs=200, seed=0)
+    again = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "classification",
+        lr=1e-2,
+        epochs=200,
+        seed=0,
+    )
     assert np.array_equal(again.decision(data.X["test"]), probe.decision(data.X["test"]))  # seeded
 
 
 def test_regressor_sgd_predicts_age_in_years():
     table, feats = cohort(signal=0.0)
     data = probe_splits(table, feats, "age")
-    probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                               data.y["probe_val"], "regression", lr=1e-2, epochs=200, batch_size=16, seed=1)
+    probe = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "regression",
+        lr=1e-2,
+        epochs=200,
+        batch_size=16,
+        seed=1,
+    )
     pred = probe.decision(data.X["test"])
     m = regression_metrics(data.y["test"], pred)
     naive = regression_metrics(data.y["test"], np.full_like(data.y["test"], data.y["probe_train"].mean()))
@@ -107,20 +152,41 @@ def test_regressor_sgd_predicts_age_in_years():
     assert probe.best_epoch == int(probe.history.val_rmse[1:].idxmin())
     val_rmse = regression_metrics(data.y["probe_val"], probe.decision(data.X["probe_val"]))["RMSE"]
     assert val_rmse == pytest.approx(probe.history.val_rmse[probe.best_epoch], rel=1e-4)
-    z = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"], data.y["probe_val"],
-                           "regression", lr=1e-2, epochs=20, batch_size=16, seed=1, target_scaling="zscore")
+    z = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "regression",
+        lr=1e-2,
+        epochs=20,
+        batch_size=16,
+        seed=1,
+        target_scaling="zscore",
+    )
     assert z.y_offset == pytest.approx(float(data.y["probe_train"].mean()), rel=1e-6)
     with pytest.raises(ValueError, match="age_target"):
-        train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"], data.y["probe_val"],
-                           "regression", epochs=1, target_scaling="robust")
+        train_linear_probe(
+            data.X["probe_train"],
+            data.y["probe_train"],
+            data.X["probe_val"],
+            data.y["probe_val"],
+            "regression",
+            epochs=1,
+            target_scaling="robust",
+        )
 
 
 def test_select_epoch_on_a_hand_made_sequence():
     """Best val MCC over the trained epochs (epoch 0 = initial weights is not a candidate); ties -> lower val loss,
     then the earlier epoch. 'loss' -> the lowest val loss."""
-    history = pd.DataFrame({"epoch": [0, 1, 2, 3, 4, 5, 6],
-                            "val_mcc": [0.9, 0.2, 0.5, 0.5, 0.4, 0.5, 0.5],
-                            "val_loss": [0.1, 0.6, 0.5, 0.45, 0.3, 0.45, 0.47]})
+    history = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2, 3, 4, 5, 6],
+            "val_mcc": [0.9, 0.2, 0.5, 0.5, 0.4, 0.5, 0.5],
+            "val_loss": [0.1, 0.6, 0.5, 0.45, 0.3, 0.45, 0.47],
+        }
+    )
     assert select_epoch(history, "mcc") == 3  # 0.5 at epochs 2, 3, 5, 6; loss 0.45 at 3 and 5 -> the earlier
     assert select_epoch(history, "loss") == 4
     assert select_epoch(history.assign(val_rmse=[1.0, 5.0, 4.0, 3.0, 3.0, 6.0, 7.0]), "rmse") == 3
@@ -130,17 +196,34 @@ def test_select_epoch_on_a_hand_made_sequence():
 def test_minmax_statistics_come_from_probe_train_only():
     table, feats = cohort(signal=0.0)
     data = probe_splits(table, feats, "age")
-    probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"], data.y["probe_val"],
-                               "regression", lr=1e-2, epochs=5, seed=0)
-    assert (probe.y_offset, probe.y_scale) == pytest.approx((data.y["probe_train"].min(),
-                                                             np.ptp(data.y["probe_train"])))
+    probe = train_linear_probe(
+        data.X["probe_train"],
+        data.y["probe_train"],
+        data.X["probe_val"],
+        data.y["probe_val"],
+        "regression",
+        lr=1e-2,
+        epochs=5,
+        seed=0,
+    )
+    assert (probe.y_offset, probe.y_scale) == pytest.approx(
+        (data.y["probe_train"].min(), np.ptp(data.y["probe_train"]))
+    )
     # extreme validation and test ages change nothing in the scaling (the authors' min/max included the test ages)
     moved = table.copy()
     moved.loc[moved.split == "test", "age"] = 150.0
     moved.loc[moved.probe_split == "probe_val", "age"] = 10.0
     data2 = probe_splits(moved, feats, "age")
-    again = train_linear_probe(data2.X["probe_train"], data2.y["probe_train"], data2.X["probe_val"],
-                               data2.y["probe_val"], "regression", lr=1e-2, epochs=5, seed=0)
+    again = train_linear_probe(
+        data2.X["probe_train"],
+        data2.y["probe_train"],
+        data2.X["probe_val"],
+        data2.y["probe_val"],
+        "regression",
+        lr=1e-2,
+        epochs=5,
+        seed=0,
+    )
     assert (again.y_offset, again.y_scale) == (probe.y_offset, probe.y_scale)
     _, probes, _ = run_probes(moved, {"f": feats}, {"LDAE": {"age": "f"}}, lr=1e-2, regressor_epochs=5, seed=0)
     assert probes["LDAE/age"].y_offset == probe.y_offset and probes["LDAE/age"].y_scale == probe.y_scale
@@ -152,8 +235,15 @@ def test_trivial_rows_and_bootstrap_intervals():
     table, feats = cohort(n_subjects=45, signal=0.0)
     table.loc[table.participant_id.isin(["sub-002", "sub-008", "sub-017", "sub-023"]), "diagnosis"] = "CN"  # CN > AD
     boot = BootstrapSettings(resamples=200, seed=0)
-    result, _, _ = run_probes(table, {"f": feats}, {"LDAE": {"ad": "f", "age": "f"}}, lr=1e-2,
-                              classifier_epochs=3, regressor_epochs=3, bootstrap=boot)
+    result, _, _ = run_probes(
+        table,
+        {"f": feats},
+        {"LDAE": {"ad": "f", "age": "f"}},
+        lr=1e-2,
+        classifier_epochs=3,
+        regressor_epochs=3,
+        bootstrap=boot,
+    )
     trivial = result.set_index("Model").loc[TRIVIAL_ROW]
     ad = probe_splits(table, feats, "ad")
     assert ad.y["probe_train"].mean() > 0.5  # CN (= 1) is the majority of probe_train
@@ -189,10 +279,20 @@ def test_metrics_are_scikit_learn():
 def test_run_probes_table_and_lda_figure(tmp_path):
     table, feats = cohort()
     _, noise = cohort(seed=1, signal=0.0)
-    rows = {"LDAE": {"ad": "good", "age": "good"}, "DAE": {"ad": "noise", "age": "noise"},
-            "Supervised encoder": {"ad": "good", "age": "missing"}}
-    result, probes, history = run_probes(table, {"good": feats, "noise": np.random.default_rng(2).normal(
-        size=feats.shape).astype(np.float32)}, rows, lr=1e-2, classifier_epochs=200, regressor_epochs=100, seed=0)
+    rows = {
+        "LDAE": {"ad": "good", "age": "good"},
+        "DAE": {"ad": "noise", "age": "noise"},
+        "Supervised encoder": {"ad": "good", "age": "missing"},
+    }
+    result, probes, history = run_probes(
+        table,
+        {"good": feats, "noise": np.random.default_rng(2).normal(size=feats.shape).astype(np.float32)},
+        rows,
+        lr=1e-2,
+        classifier_epochs=200,
+        regressor_epochs=100,
+        seed=0,
+    )
     assert list(result.Model) == [*rows, TRIVIAL_ROW]
     good, bad = result.iloc[0], result.iloc[1]
     assert good["ROC-AUC"] > 0.95 and bad["ROC-AUC"] < 0.8
@@ -203,12 +303,23 @@ def test_run_probes_table_and_lda_figure(tmp_path):
     train = (table.probe_split == "probe_train").to_numpy()
     coords, how = lda_projection(feats[train], table.diagnosis[train].to_numpy(), feats[test.to_numpy()])
     assert coords.shape == (test.sum(), 2) and how == "LD1 / LD2"
-    coords2, how2 = lda_projection(feats[train & table.diagnosis.isin(["AD", "CN"]).to_numpy()],
-                                   table.diagnosis[train & table.diagnosis.isin(["AD", "CN"]).to_numpy()].to_numpy(),
-                                   feats[test.to_numpy()])
+    coords2, how2 = lda_projection(
+        feats[train & table.diagnosis.isin(["AD", "CN"]).to_numpy()],
+        table.diagnosis[train & table.diagnosis.isin(["AD", "CN"]).to_numpy()].to_numpy(),
+        feats[test.to_numpy()],
+    )
     assert coords2.shape[1] == 2 and "PC1" in how2
-    figure5_lda({"LDAE": (feats[train], table.diagnosis[train].to_numpy(), feats[test.to_numpy()],
-                          table.diagnosis[test].to_numpy())}, tmp_path / "figure5.png")
+    figure5_lda(
+        {
+            "LDAE": (
+                feats[train],
+                table.diagnosis[train].to_numpy(),
+                feats[test.to_numpy()],
+                table.diagnosis[test].to_numpy(),
+            )
+        },
+        tmp_path / "figure5.png",
+    )
     assert (tmp_path / "figure5.png").stat().st_size > 1000
 
 

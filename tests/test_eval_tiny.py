@@ -1,5 +1,5 @@
-"""Tiny random-init models for the evaluation tests (shared by tests/test_eval_*.py) and tests of the pipelines:
-LDAE/LDDIM/DAE encode-decode paths, embeddings files, timing."""
+"""The pipelines on tiny random-init models (tests/helpers/tiny_models.py): LDAE/LDDIM/DAE encode-decode paths,
+embeddings files, timing."""
 
 from __future__ import annotations
 
@@ -8,67 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-torch.set_num_threads(1)
+from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings
+from ldae.evaluation.timing import efficiency_table, time_call, training_seconds
+from ldae.models.pipelines import seeded_noise
 
-from ldae.diffusion import DiffusionSchedule  # noqa: E402
-from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings  # noqa: E402
-from ldae.models import count_parameters  # noqa: E402
-from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise  # noqa: E402
-from ldae.evaluation.timing import efficiency_table, time_call, training_seconds  # noqa: E402
-from ldae.models import GradientEstimator, VoxelDAE, build_autoencoder, build_ldm_unet  # noqa: E402
-from ldae.models.semantic_encoder import SemanticEncoder  # noqa: E402
-
-TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8,
-               latent_channels=3)
-TINY_LDM = dict(latent_channels=3, channels=[16, 32, 32], num_res_blocks=1, attention_levels=[False, False, True],
-                norm_num_groups=8, num_heads=1, dropout=0.0)
-TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 16], tiny_depths=[1, 1], y_dim=16, num_heads=8, chunk_size=16,
-                attn_dropout=0.0)
-TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, y_dim=16,
-                dropout=0.0)
-SHAPE = (16, 16, 16)
-
-
-def _perturb(module: torch.nn.Module, seed: int = 0, std: float = 1e-3) -> torch.nn.Module:
-    """Small non-zero weights for zero-initialised layers (as after training), so y_sem changes the output while
-    the DDIM ODE stays smooth enough for inversion round trips."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim > 1 and torch.count_nonzero(p) == 0:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return module
-
-
-def tiny_ldae(seed: int = 0, guidance: str = "score") -> LDAEPipeline:
-    torch.manual_seed(seed)
-    ae = build_autoencoder(TINY_AE)
-    ldm = _perturb(build_ldm_unet(TINY_LDM), seed)
-    est = _perturb(GradientEstimator(ldm, y_dim=TINY_ENC["y_dim"]), seed + 1)
-    enc = SemanticEncoder(TINY_ENC)
-    return LDAEPipeline(ae, est, enc, DiffusionSchedule(), scale_factor=2.0, guidance=guidance)
-
-
-def tiny_dae(seed: int = 0, shape=None) -> DAEPipeline:
-    torch.manual_seed(seed)
-    dae = _perturb(VoxelDAE(TINY_DAE, TINY_ENC), seed)
-    return DAEPipeline(dae, DiffusionSchedule(), shape=shape)
-
-
-def volumes(n: int, seed: int = 0, shape=SHAPE) -> torch.Tensor:
-    """Smooth blobs in [0, 1] (a brain-like phantom: bright ellipsoid, darker core)."""
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij"))
-    out = []
-    for _ in range(n):
-        r = 0.6 + 0.1 * torch.rand(3, generator=g)
-        d = ((grid / r[:, None, None, None]) ** 2).sum(0)
-        v = (d < 1).float() * 0.8 - (d < 0.3 * (1 + torch.rand(1, generator=g))).float() * 0.4
-        out.append((v + 0.05 * torch.rand(shape, generator=g)).clamp(0, 1))
-    return torch.stack(out)[:, None]
-
-
-# --------------------------------------------------------------------------------------------------- tests
+from helpers.tiny_models import tiny_dae, tiny_ldae, volumes
 
 
 def test_ldae_pipeline_paths():
@@ -136,8 +80,15 @@ def test_pipelines_use_their_ddim_settings():
 
 def test_embeddings_file_roundtrip(tmp_path):
     ldae = tiny_ldae()
-    records = [{"participant_id": f"sub-{i // 2}", "session_id": f"ses-M{6 * (i % 2):02d}", "image": str(i),
-                "split": "test" if i < 2 else "train"} for i in range(5)]
+    records = [
+        {
+            "participant_id": f"sub-{i // 2}",
+            "session_id": f"ses-M{6 * (i % 2):02d}",
+            "image": str(i),
+            "split": "test" if i < 2 else "train",
+        }
+        for i in range(5)
+    ]
     images = volumes(5)
     batches = iterate_batches(records, lambda p: images[int(p)], batch_size=2)
 
@@ -189,8 +140,7 @@ def test_timing_precision_follows_training(monkeypatch):
 
     assert timing_precision("auto", "cpu") == ("fp32 (CPU)", None)
     assert timing_precision("16-mixed", "cpu")[1] is None  # a CPU always times fp32
-    assert timing_precision("16-mixed", "cuda") == ("fp16 autocast (CUDA, training precision 16-mixed)",
-                                                    torch.float16)
+    assert timing_precision("16-mixed", "cuda") == ("fp16 autocast (CUDA, training precision 16-mixed)", torch.float16)
     assert timing_precision("32-true", "cuda")[1] is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

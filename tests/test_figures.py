@@ -27,8 +27,12 @@ def _volume(seed: int = 0, shape=(12, 14, 10)) -> np.ndarray:
 
 
 def _grey_limits(fig) -> set[tuple[float, float]]:
-    return {tuple(round(x, 6) for x in im.get_clim()) for ax in fig.axes for im in ax.get_images()
-            if im.get_cmap().name == "gray"}
+    return {
+        tuple(round(x, 6) for x in im.get_clim())
+        for ax in fig.axes
+        for im in ax.get_images()
+        if im.get_cmap().name == "gray"
+    }
 
 
 def test_intensity_window_ignores_a_few_bright_voxels():
@@ -71,8 +75,15 @@ def test_reconstruction_examples_share_one_stated_window_per_row(captured):
 
 def test_manipulation_montage_has_colour_bar_and_probabilities(captured):
     vols = np.stack([_volume() + 0.02 * s for s in range(3)])
-    figures.manipulation_montage(vols, [0, 1, 2], "unused.png", "CN scan moved towards AD", original=_volume(),
-                                 probabilities=[0.9, 0.6, 0.2], probability_label="p(CN)")
+    figures.manipulation_montage(
+        vols,
+        [0, 1, 2],
+        "unused.png",
+        "CN scan moved towards AD",
+        original=_volume(),
+        probabilities=[0.9, 0.6, 0.2],
+        probability_label="p(CN)",
+    )
     (fig,) = captured
     assert len(_grey_limits(fig)) == 1  # input and every decoded scan in one window
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
@@ -83,9 +94,18 @@ def test_manipulation_montage_has_colour_bar_and_probabilities(captured):
 
 
 def test_figure8_example_has_window_and_difference(captured):
-    results = pd.DataFrame({"participant_id": ["a", "a", "b"], "time_gap": [12, 24, 24], "prediction_gap": [6, 12, 6],
-                            "alpha": [0.25, 0.5, 0.75], "ssim": [0.9, 0.8, 0.85], "mse": [0.01, 0.02, 0.015],
-                            "nearest_ssim": [0.88, 0.8, 0.8], "nearest_mse": [0.01, 0.02, 0.02]})
+    results = pd.DataFrame(
+        {
+            "participant_id": ["a", "a", "b"],
+            "time_gap": [12, 24, 24],
+            "prediction_gap": [6, 12, 6],
+            "alpha": [0.25, 0.5, 0.75],
+            "ssim": [0.9, 0.8, 0.85],
+            "mse": [0.01, 0.02, 0.015],
+            "nearest_ssim": [0.88, 0.8, 0.8],
+            "nearest_mse": [0.01, 0.02, 0.02],
+        }
+    )
     x = _volume()
     figures.figure8_interpolation(results, {"start": x, "target": x, "generated": x * 1.1, "end": x}, "unused.png")
     (fig,) = captured

@@ -29,12 +29,26 @@ ROOT = Path(__file__).resolve().parents[1]
 # the paper's structure at a tiny width (what `--config` sizes the networks with)
 TINY_CONFIG = {
     "images": {"spacing_mm": 3.0, "shape": [16, 24, 16]},
-    "autoencoder": {"network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
-                                "norm_num_groups": 8, "latent_channels": 3}},
-    "ldm": {"network": {"channels": [16, 32, 32], "num_res_blocks": 1, "attention_levels": [False, True, True],
-                        "norm_num_groups": 8}},
-    "ldae": {"encoder": {"backbone": "tiny", "tiny_dims": [8, 16], "tiny_depths": [1, 1], "num_heads": 4,
-                         "chunk_size": 8}},
+    "autoencoder": {
+        "network": {
+            "channels": [8, 16],
+            "num_res_blocks": 1,
+            "attention_levels": [False, False],
+            "norm_num_groups": 8,
+            "latent_channels": 3,
+        }
+    },
+    "ldm": {
+        "network": {
+            "channels": [16, 32, 32],
+            "num_res_blocks": 1,
+            "attention_levels": [False, True, True],
+            "norm_num_groups": 8,
+        }
+    },
+    "ldae": {
+        "encoder": {"backbone": "tiny", "tiny_dims": [8, 16], "tiny_depths": [1, 1], "num_heads": 4, "chunk_size": 8}
+    },
     "latents": {"scale_factor": 0.873},
 }
 
@@ -58,12 +72,17 @@ def authors_files(tmp_path_factory):
     encoder = _perturb_all_(build_semantic_encoder(enc_cfg), 2)
     estimator = _perturb_all_(GradientEstimator(build_ldm_unet(ldm_network), y_dim=encoder.y_dim), 3)
     folder = tmp_path_factory.mktemp("authors")
-    files = {"autoencoder": folder / "autoencoderkl.pth", "encoder": folder / "encoder.pth",
-             "decoder": folder / "decoder.pth"}
-    torch.save(autoencoder_state_dict_to_official(ae.state_dict(), sections["autoencoder"]["network"]),
-               files["autoencoder"])
-    torch.save(encoder_to_official(encoder.state_dict(), num_slices=TINY_CONFIG["images"]["shape"][2]),
-               files["encoder"])
+    files = {
+        "autoencoder": folder / "autoencoderkl.pth",
+        "encoder": folder / "encoder.pth",
+        "decoder": folder / "decoder.pth",
+    }
+    torch.save(
+        autoencoder_state_dict_to_official(ae.state_dict(), sections["autoencoder"]["network"]), files["autoencoder"]
+    )
+    torch.save(
+        encoder_to_official(encoder.state_dict(), num_slices=TINY_CONFIG["images"]["shape"][2]), files["encoder"]
+    )
     torch.save(estimator_state_dict_to_official(estimator.state_dict(), ldm_network, encoder.y_dim), files["decoder"])
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(TINY_CONFIG))
@@ -71,9 +90,21 @@ def authors_files(tmp_path_factory):
 
 
 def _run(files: dict, config: Path, out: Path, *extra: str) -> int:
-    return import_official.main([
-        "--autoencoder", str(files["autoencoder"]), "--encoder", str(files["encoder"]),
-        "--decoder", str(files["decoder"]), "--config", str(config), "--out-dir", str(out), *extra])
+    return import_official.main(
+        [
+            "--autoencoder",
+            str(files["autoencoder"]),
+            "--encoder",
+            str(files["encoder"]),
+            "--decoder",
+            str(files["decoder"]),
+            "--config",
+            str(config),
+            "--out-dir",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +123,9 @@ def test_folders_have_the_training_rules_layout(imported):
     ldae_cfg = yaml.safe_load((imported / "ldae" / "config.yaml").read_text())
     assert ldae_cfg["ldm"]["network"]["resample_axes"] == "last_two"
     assert ldae_cfg["latents"]["shape"] == [8, 12, 8]  # 16x24x16 over one AE downsampling
-    assert not any(k.startswith("estimator.ldm.") for k in torch.load(imported / "ldae" / "weights.pt",
-                                                                      weights_only=True))
+    assert not any(
+        k.startswith("estimator.ldm.") for k in torch.load(imported / "ldae" / "weights.pt", weights_only=True)
+    )
     assert io.load_scale_factor(imported / "latents") == pytest.approx(0.873)
 
 
@@ -168,12 +200,27 @@ def _dry_run(tmp_path: Path, pretrained: dict) -> str:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"out_dir": str(tmp_path / "out"), "pretrained": pretrained}))
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(config),
-         "--directory", str(ROOT), str(tmp_path / "out" / "models" / "ldae")],
-        capture_output=True, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "--configfile",
+            str(config),
+            "--directory",
+            str(ROOT),
+            str(tmp_path / "out" / "models" / "ldae"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_workflow_imports_instead_of_training(authors_files, tmp_path):
     files = authors_files["files"]
     out = _dry_run(tmp_path, {k: str(v) for k, v in files.items()})
@@ -182,6 +229,7 @@ def test_workflow_imports_instead_of_training(authors_files, tmp_path):
         assert f"rule {rule}:" not in out and f"\n{rule} " not in out
 
 
+@pytest.mark.slow
 def test_workflow_rejects_a_partial_pretrained_section(authors_files, tmp_path):
     out = _dry_run(tmp_path, {"decoder": str(authors_files["files"]["decoder"])})
     assert "pretrained.autoencoder" in out and "pretrained.encoder" in out

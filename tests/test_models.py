@@ -33,10 +33,24 @@ from ldae.models.io import load_frozen_unet  # noqa: E402
 from ldae.models.ldm_unet import AdaGNResnetBlock, resample_factors, set_resample_axes  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder, rgb_to_single_channel_conv  # noqa: E402
 
-TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8,
-               latent_channels=3, disc_channels=8, disc_num_layers=2)
-TINY_LDM = dict(latent_channels=3, channels=[16, 32, 32], num_res_blocks=1, attention_levels=[False, True, True],
-                norm_num_groups=8, num_heads=1, dropout=0.1)
+TINY_AE = dict(
+    channels=[8, 16],
+    num_res_blocks=1,
+    attention_levels=[False, False],
+    norm_num_groups=8,
+    latent_channels=3,
+    disc_channels=8,
+    disc_num_layers=2,
+)
+TINY_LDM = dict(
+    latent_channels=3,
+    channels=[16, 32, 32],
+    num_res_blocks=1,
+    attention_levels=[False, True, True],
+    norm_num_groups=8,
+    num_heads=1,
+    dropout=0.1,
+)
 TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 24], tiny_depths=[1, 1], y_dim=24, num_heads=8, chunk_size=5)
 TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, True], norm_num_groups=8, y_dim=24)
 
@@ -95,9 +109,18 @@ def test_paper_parameter_counts():
 def test_autoencoder_shapes_and_helpers():
     torch.manual_seed(0)
     ae = build_autoencoder(TINY_AE)
-    ref = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, num_res_blocks=1, channels=(8, 16),
-                        attention_levels=(False, False), latent_channels=3, norm_num_groups=8,
-                        with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+    ref = AutoencoderKL(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        num_res_blocks=1,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        latent_channels=3,
+        norm_num_groups=8,
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
     assert [tuple(p.shape) for p in ae.parameters()] == [tuple(p.shape) for p in ref.parameters()]
     x = torch.rand(2, 1, 16, 16, 16)
     recon, mu, sigma = ae(x)
@@ -175,9 +198,17 @@ def test_ldm_unet_tiny():
     assert blocks and all(b.time_conditioning == "scale_shift" and b.dropout.p == 0.1 for b in blocks)
     assert all(b.time_emb_proj.out_features == 2 * b.out_channels for b in blocks)
     # = plain MONAI U-Net + the wider (2C) AdaGN time projections
-    plain = DiffusionModelUNet(spatial_dims=3, in_channels=3, out_channels=3, num_res_blocks=1, channels=(16, 32, 32),
-                               attention_levels=(False, True, True), norm_num_groups=8, resblock_updown=True,
-                               num_head_channels=(16, 32, 32))
+    plain = DiffusionModelUNet(
+        spatial_dims=3,
+        in_channels=3,
+        out_channels=3,
+        num_res_blocks=1,
+        channels=(16, 32, 32),
+        attention_levels=(False, True, True),
+        norm_num_groups=8,
+        resblock_updown=True,
+        num_head_channels=(16, 32, 32),
+    )
     extra = sum(b.out_channels * (b.emb_channels + 1) for b in blocks)
     assert count_parameters(unet) == count_parameters(plain) + extra
     x, t = torch.randn(2, 3, 8, 8, 8), torch.tensor([5, 900])
@@ -278,10 +309,13 @@ def _down_up_shapes(model: nn.Module, unet: nn.Module, *inputs) -> tuple[list, l
     return down, up
 
 
-@pytest.mark.parametrize("axes, expected", [
-    ("last_two", [(16, 10, 8), (16, 5, 4), (16, 5, 4)]),  # authors: 16x20x16 -> 16x10x8 -> 16x5x4
-    ("all", [(8, 10, 8), (4, 5, 4), (4, 5, 4)]),  # MONAI's isotropic samplers
-])
+@pytest.mark.parametrize(
+    "axes, expected",
+    [
+        ("last_two", [(16, 10, 8), (16, 5, 4), (16, 5, 4)]),  # authors: 16x20x16 -> 16x10x8 -> 16x5x4
+        ("all", [(8, 10, 8), (4, 5, 4), (4, 5, 4)]),  # MONAI's isotropic samplers
+    ],
+)
 def test_paper_ldm_feature_shapes_and_parameter_counts(axes, expected):
     """Paper size on the meta device: the resampling axes change the feature shapes, not the parameters."""
     with torch.device("meta"):
@@ -449,7 +483,7 @@ def test_voxel_dae_conditioning_and_loss():
     losses = []
     for _ in range(6):
         y = dae.encode(x0)
-        loss = eps_loss(lambda xt, tt: dae(xt, tt, y), x0, t, noise, sch)
+        loss = eps_loss(lambda xt, tt, y=y: dae(xt, tt, y), x0, t, noise, sch)
         opt.zero_grad()
         loss.backward()
         opt.step()

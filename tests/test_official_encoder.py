@@ -33,11 +33,14 @@ from ldae.models.semantic_encoder import (  # noqa: E402
 )
 
 # ../shared/ beside the repo root (as CI clones it); LDAE_OFFICIAL_KEYS overrides (a git worktree elsewhere)
-KEYS_JSON = Path(os.environ.get("LDAE_OFFICIAL_KEYS")
-                 or Path(__file__).resolve().parents[1].parent / "shared" / "official-weights-keys.json")
+KEYS_JSON = Path(
+    os.environ.get("LDAE_OFFICIAL_KEYS")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "official-weights-keys.json"
+)
 TINY = dict(backbone="tiny", tiny_dims=[8, 16], tiny_depths=[1, 1], num_heads=4, chunk_size=7)
-OUR_FIRST_HEAD = dict(scorer="mlp", qkv_proj=False, out_proj=True, y_dim=768, pe_dropout=0.0,
-                      input_mean=0.449, input_std=0.226)
+OUR_FIRST_HEAD = dict(
+    scorer="mlp", qkv_proj=False, out_proj=True, y_dim=768, pe_dropout=0.0, input_mean=0.449, input_std=0.226
+)
 
 
 def _paper_encoder(**cfg) -> SemanticEncoder:
@@ -88,8 +91,11 @@ def test_paper_parameter_count_is_the_authors():
 
 def test_paper_layout_names_what_does_not_fit():
     official = {k: torch.empty(v, device="meta") for k, v in _official_layout().items()}
-    for option, message in (({"scorer": "mlp"}, "scorer: linear"), ({"qkv_proj": False}, "qkv_proj: true"),
-                            ({"out_proj": True, "y_dim": 512}, "out_proj: false")):
+    for option, message in (
+        ({"scorer": "mlp"}, "scorer: linear"),
+        ({"qkv_proj": False}, "qkv_proj: true"),
+        ({"out_proj": True, "y_dim": 512}, "out_proj: false"),
+    ):
         with pytest.raises(OfficialWeightsError, match=rf"encoder\.pth.*{message}"):
             encoder_from_official(official, _paper_encoder(**option).state_dict(), "encoder.pth")
     with pytest.raises(OfficialWeightsError, match=r"encoder\.pth.*'backbone\.backbone\.features\.5\.9\..*no place"):
@@ -107,8 +113,10 @@ def _tiny_pair(tmp_path: Path):
 
 def test_round_trip_gives_identical_y_sem(tmp_path):
     ours, official = _tiny_pair(tmp_path)
-    assert torch.equal(official["backbone.backbone.features.0.0.weight"],
-                       official["slice_distributed.module.backbone.features.0.0.weight"])
+    assert torch.equal(
+        official["backbone.backbone.features.0.0.weight"],
+        official["slice_distributed.module.backbone.features.0.0.weight"],
+    )
     assert torch.equal(official["positional_encoding.pe"][0], sinusoidal_positions(32, 16))
     torch.manual_seed(5)
     imported = load_official_encoder(tmp_path / "encoder.pth", TINY)  # a fresh, differently seeded module
@@ -129,18 +137,36 @@ def _authors_head(official: dict, e: torch.Tensor, num_heads: int) -> torch.Tens
     g = torch.einsum("bs,bsf->bf", a, e)[:, None]
     q, k, v = (lin(f"{n}_projection", x).transpose(0, 1) for n, x in (("query", g), ("key", e), ("value", e)))
     h, _ = f.multi_head_attention_forward(
-        q, k, v, e.shape[-1], num_heads, official["cross_attention.in_proj_weight"],
-        official["cross_attention.in_proj_bias"], None, None, False, 0.0, official["cross_attention.out_proj.weight"],
-        official["cross_attention.out_proj.bias"], training=False, need_weights=False)
-    return f.layer_norm(h[0], (e.shape[-1],), official["layer_norm_after_attention.weight"],
-                        official["layer_norm_after_attention.bias"])
+        q,
+        k,
+        v,
+        e.shape[-1],
+        num_heads,
+        official["cross_attention.in_proj_weight"],
+        official["cross_attention.in_proj_bias"],
+        None,
+        None,
+        False,
+        0.0,
+        official["cross_attention.out_proj.weight"],
+        official["cross_attention.out_proj.bias"],
+        training=False,
+        need_weights=False,
+    )
+    return f.layer_norm(
+        h[0], (e.shape[-1],), official["layer_norm_after_attention.weight"], official["layer_norm_after_attention.bias"]
+    )
 
 
 def test_imported_encoder_computes_the_authors_head(tmp_path):
     _, official = _tiny_pair(tmp_path)
     gen = torch.Generator().manual_seed(9)  # the head re-drawn in the AUTHORS' names: our inverse is not trusted
-    official = {k: v if k.startswith(("backbone.", "slice_distributed.", "positional_encoding."))
-                else torch.randn(v.shape, generator=gen) * 0.3 for k, v in official.items()}
+    official = {
+        k: v
+        if k.startswith(("backbone.", "slice_distributed.", "positional_encoding."))
+        else torch.randn(v.shape, generator=gen) * 0.3
+        for k, v in official.items()
+    }
     torch.save(official, tmp_path / "encoder.pth")
     enc = load_official_encoder(tmp_path / "encoder.pth", TINY)
     x = torch.rand(2, 1, 20, 24, 11)
@@ -160,10 +186,14 @@ def test_import_is_strict_and_names_the_key_and_file(tmp_path):
     fails({**official, dup: official[dup] + 1}, rf"their/encoder\.pth.*{dup}.*differs")
     fails({**official, "positional_encoding.pe": official["positional_encoding.pe"] * 2}, "positional_encoding.pe")
     fails({**official, "extra.weight": torch.zeros(1)}, r"their/encoder\.pth.*unknown key 'extra\.weight'")
-    fails({k: v for k, v in official.items() if not k.startswith("query_projection.")},
-          r"their/encoder\.pth.*q_proj\.(bias|weight)")
-    fails({**official, "layer_norm_after_attention.bias": torch.zeros(17)},
-          r"'layer_norm_after_attention\.bias' has shape \[17\]")
+    fails(
+        {k: v for k, v in official.items() if not k.startswith("query_projection.")},
+        r"their/encoder\.pth.*q_proj\.(bias|weight)",
+    )
+    fails(
+        {**official, "layer_norm_after_attention.bias": torch.zeros(17)},
+        r"'layer_norm_after_attention\.bias' has shape \[17\]",
+    )
     with pytest.raises(OfficialWeightsError, match="our encoder state dict.*proj.weight.*out_proj: false"):
         encoder_to_official(SemanticEncoder({**TINY, "out_proj": True}).state_dict())
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
@@ -230,7 +260,7 @@ def test_qkv_projections_come_before_the_attention_in_projection():
     in_proj (W = W_in W_p, b = W_in b_p + b_in): a composition of linear maps, in this order."""
     with_proj = _randomised(SemanticEncoder(TINY), 4).eval()
     folded = SemanticEncoder({**TINY, "qkv_proj": False}).eval()
-    sd = {k: v for k, v in with_proj.state_dict().items() if not k.split(".")[0] in ("q_proj", "k_proj", "v_proj")}
+    sd = {k: v for k, v in with_proj.state_dict().items() if k.split(".")[0] not in ("q_proj", "k_proj", "v_proj")}
     w_in, b_in = sd["cross_attn.in_proj_weight"].chunk(3), sd["cross_attn.in_proj_bias"].chunk(3)
     projections = (with_proj.q_proj, with_proj.k_proj, with_proj.v_proj)
     sd["cross_attn.in_proj_weight"] = torch.cat([w @ p.weight for w, p in zip(w_in, projections)])
@@ -279,13 +309,20 @@ def _authors_probe(dim: int = 16, seed: int = 0):
 def test_probe_import_matches_the_authors_layer_by_hand(tmp_path, layout):
     linear, mean, std = _authors_probe()
     sd = {"weight": linear.weight.detach().clone(), "bias": linear.bias.detach().clone()}
-    ckpt = ({"state_dict": {f"model.classifier.{k}": v for k, v in sd.items()}, "epoch": 57, "global_step": 9}
-            if layout == "lightning" else sd)
+    ckpt = (
+        {"state_dict": {f"model.classifier.{k}": v for k, v in sd.items()}, "epoch": 57, "global_step": 9}
+        if layout == "lightning"
+        else sd
+    )
     torch.save(ckpt, tmp_path / "disease_classifier.ckpt")
     torch.save(mean, tmp_path / "semantic_mean.pt")
     torch.save(std, tmp_path / "semantic_std.pt")
-    write_official_probe(tmp_path / "disease_classifier.ckpt", tmp_path / "semantic_mean.pt",
-                         tmp_path / "semantic_std.pt", tmp_path / "probe.pt")
+    write_official_probe(
+        tmp_path / "disease_classifier.ckpt",
+        tmp_path / "semantic_mean.pt",
+        tmp_path / "semantic_std.pt",
+        tmp_path / "probe.pt",
+    )
     probe = load_probe(tmp_path / "probe.pt", positive_class="CN")  # AD = 0, CN = 1 in both
     y = np.random.default_rng(0).normal(0, 3, size=(50, 16))
     with torch.no_grad():
@@ -309,8 +346,12 @@ def test_probe_file_round_trip_and_errors(tmp_path):
     assert probe_state(again)["feature_mean"].shape == (6,)
     linear, mean, std = _authors_probe()
     with pytest.raises(OfficialWeightsError, match="clf.ckpt.*ONE Linear"):
-        probe_from_official({"a.weight": torch.zeros(1, 16), "a.bias": torch.zeros(1), "b.weight": torch.zeros(1)},
-                            mean, std, "clf.ckpt")
+        probe_from_official(
+            {"a.weight": torch.zeros(1, 16), "a.bias": torch.zeros(1), "b.weight": torch.zeros(1)},
+            mean,
+            std,
+            "clf.ckpt",
+        )
     with pytest.raises(OfficialWeightsError, match="semantic_mean.pt.*15 values.*16 inputs"):
         probe_from_official(linear.state_dict(), mean[:15], std, "clf.ckpt")
     with pytest.raises(OfficialWeightsError, match="semantic_std.pt.*non-positive"):

@@ -19,7 +19,6 @@ import yaml
 torch.set_num_threads(1)
 
 from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, count_parameters  # noqa: E402
-from ldae.models.semantic_encoder import resolve_y_dim  # noqa: E402
 from ldae.models.official import (  # noqa: E402
     BRANCH_PREFIXES,
     OfficialWeightsError,
@@ -31,6 +30,7 @@ from ldae.models.official import (  # noqa: E402
     ldm_state_dict_from_official,
     ldm_state_dict_to_official,
 )
+from ldae.models.semantic_encoder import resolve_y_dim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS_JSON = ROOT.parent / "shared" / "official-weights-keys.json"  # CI clones the repo with shared/ beside it
@@ -40,18 +40,34 @@ PAPER_Y_DIM = resolve_y_dim(CONFIG["ldae"]["encoder"])  # null: the backbone's f
 PAPER_AE = CONFIG["autoencoder"]["network"]
 
 # the paper's structure (3 levels, 2 residual blocks, attention at the two deeper levels) at a tiny width
-TINY_LDM = dict(latent_channels=3, channels=[16, 32, 48], num_res_blocks=2, attention_levels=[False, True, True],
-                norm_num_groups=8, num_heads=1, dropout=0.1)
+TINY_LDM = dict(
+    latent_channels=3,
+    channels=[16, 32, 48],
+    num_res_blocks=2,
+    attention_levels=[False, True, True],
+    norm_num_groups=8,
+    num_heads=1,
+    dropout=0.1,
+)
 TINY_Y = 12
-TINY_AE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, True], norm_num_groups=8,
-               latent_channels=3, with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True)
+TINY_AE = dict(
+    channels=[8, 16],
+    num_res_blocks=1,
+    attention_levels=[False, True],
+    norm_num_groups=8,
+    latent_channels=3,
+    with_encoder_nonlocal_attn=True,
+    with_decoder_nonlocal_attn=True,
+)
 
 
 @pytest.fixture(scope="module")
 def official_layouts() -> dict:
     if not KEYS_JSON.is_file():
-        pytest.skip(f"{KEYS_JSON} is absent: the key list of the authors' released weights lives in shared/ beside "
-                    "the repository (CI clones it there)")
+        pytest.skip(
+            f"{KEYS_JSON} is absent: the key list of the authors' released weights lives in shared/ beside "
+            "the repository (CI clones it there)"
+        )
     return json.loads(KEYS_JSON.read_text())
 
 
@@ -93,7 +109,8 @@ def test_decoder_pth_maps_completely_onto_our_ldm(official_layouts):
     back = ldm_state_dict_to_official(ours, PAPER_LDM)
     assert _shapes(back) == {k: tuple(v) for k, v in _frozen_part(official_layouts).items()}
     assert set(official_layouts["decoder.pth"]) - set(back) == {
-        k for k in official_layouts["decoder.pth"] if k.startswith(BRANCH_PREFIXES)}
+        k for k in official_layouts["decoder.pth"] if k.startswith(BRANCH_PREFIXES)
+    }
 
 
 def test_decoder_pth_maps_completely_onto_our_estimator(official_layouts):
@@ -132,7 +149,8 @@ def test_paper_autoencoder_old_layout_renames_only_the_upsampling_convs():
         own = build_autoencoder(PAPER_AE).state_dict()
     old = autoencoder_state_dict_to_official(own, PAPER_AE)
     assert len(old) == len(own) and count_parameters(build_autoencoder(PAPER_AE)) == sum(
-        v.numel() for v in old.values())
+        v.numel() for v in old.values()
+    )
     renamed = sorted(set(old) - set(own))
     assert renamed == sorted(f"decoder.blocks.{b}.conv.conv.{p}" for b in (3, 6, 9) for p in ("weight", "bias"))
     assert _shapes(autoencoder_state_dict_from_official(old, PAPER_AE)) == _shapes(own)
@@ -230,7 +248,8 @@ def test_exported_blocks_compute_the_authors_blocks(heads):
     cfg = {**TINY_LDM, "num_heads": heads, "dropout": 0.0}
     torch.manual_seed(0)
     sd = estimator_state_dict_to_official(
-        _perturb_all_(GradientEstimator(build_ldm_unet(cfg), y_dim=TINY_Y)).state_dict(), cfg, y_dim=TINY_Y)
+        _perturb_all_(GradientEstimator(build_ldm_unet(cfg), y_dim=TINY_Y)).state_dict(), cfg, y_dim=TINY_Y
+    )
     est = GradientEstimator(build_ldm_unet(cfg), y_dim=TINY_Y).eval()  # the authors' layout imported
     est.load_state_dict(estimator_state_dict_from_official(sd, cfg, y_dim=TINY_Y, source="tiny"), strict=True)
     unet = est.ldm
@@ -248,27 +267,40 @@ def test_exported_blocks_compute_the_authors_blocks(heads):
     with torch.no_grad():
         pairs = [
             (unet.down_blocks[0].resnets[0](x16, emb), _ref_resblock(x16, emb, sd, "input_blocks.1.0.", g, eps_)),
-            (unet.down_blocks[0].downsampler(x16, emb),
-             _ref_resblock(x16, emb, sd, "input_blocks.3.0.", g, eps_, resample=pool)),
+            (
+                unet.down_blocks[0].downsampler(x16, emb),
+                _ref_resblock(x16, emb, sd, "input_blocks.3.0.", g, eps_, resample=pool),
+            ),
             (unet.down_blocks[1].resnets[0](x16, emb), _ref_resblock(x16, emb, sd, "input_blocks.4.0.", g, eps_)),
             (unet.down_blocks[1].attentions[0](x32), _ref_attention(x32, sd, "input_blocks.4.1.", g, eps_, heads)),
             (unet.middle_block.attention(x48), _ref_attention(x48, sd, "middle_block.1.", g, eps_, heads)),
             (unet.middle_block.resnet_2(x48, emb), _ref_resblock(x48, emb, sd, "middle_block.2.", g, eps_)),
-            (unet.up_blocks[1].upsampler(x32, emb),
-             _ref_resblock(x32, emb, sd, "output_blocks.5.2.", g, eps_, resample=up)),
-            (est.branch["up_blocks"][1].upsampler(x32, torch.cat([emb, z_emb], 1)),
-             _ref_resblock(x32, emb, sd, "shift_output_blocks.5.2.", g, eps_, resample=up, z_emb=z_emb)),
-            (est.branch["middle_block"].attention(x48),
-             _ref_attention(x48, sd, "shift_middle_block.1.", g, eps_, heads)),
+            (
+                unet.up_blocks[1].upsampler(x32, emb),
+                _ref_resblock(x32, emb, sd, "output_blocks.5.2.", g, eps_, resample=up),
+            ),
+            (
+                est.branch["up_blocks"][1].upsampler(x32, torch.cat([emb, z_emb], 1)),
+                _ref_resblock(x32, emb, sd, "shift_output_blocks.5.2.", g, eps_, resample=up, z_emb=z_emb),
+            ),
+            (
+                est.branch["middle_block"].attention(x48),
+                _ref_attention(x48, sd, "shift_middle_block.1.", g, eps_, heads),
+            ),
         ]
         assert unet.down_blocks[0].downsampler(x16, emb).shape == (2, 16, 4, 4, 3)  # last two axes only
         assert unet.up_blocks[1].upsampler(x32, emb).shape == (2, 32, 4, 8, 12)
         out = unet.out(x16)
-        ref_out = F.conv3d(F.silu(F.group_norm(x16, g, sd["out.0.weight"], sd["out.0.bias"], eps_)),
-                           sd["out.2.weight"], sd["out.2.bias"], padding=1)
+        ref_out = F.conv3d(
+            F.silu(F.group_norm(x16, g, sd["out.0.weight"], sd["out.0.bias"], eps_)),
+            sd["out.2.weight"],
+            sd["out.2.bias"],
+            padding=1,
+        )
         pairs.append((out, ref_out))
-        pairs.append((est.y_proj(z_emb[:, :TINY_Y]), F.linear(z_emb[:, :TINY_Y], sd["label_emb.weight"],
-                                                              sd["label_emb.bias"])))
+        pairs.append(
+            (est.y_proj(z_emb[:, :TINY_Y]), F.linear(z_emb[:, :TINY_Y], sd["label_emb.weight"], sd["label_emb.bias"]))
+        )
     for i, (ours, ref) in enumerate(pairs):
         assert ours.shape == ref.shape, i
         assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5), (i, (ours - ref).abs().max().item())
@@ -279,8 +311,9 @@ def test_exported_blocks_compute_the_authors_blocks(heads):
 
 def test_strict_errors_name_the_key_and_the_file():
     torch.manual_seed(0)
-    theirs = estimator_state_dict_to_official(GradientEstimator(build_ldm_unet(TINY_LDM), y_dim=TINY_Y).state_dict(),
-                                              TINY_LDM, y_dim=TINY_Y)
+    theirs = estimator_state_dict_to_official(
+        GradientEstimator(build_ldm_unet(TINY_LDM), y_dim=TINY_Y).state_dict(), TINY_LDM, y_dim=TINY_Y
+    )
     extra = {**theirs, "label_emb.extra": torch.zeros(3)}
     with pytest.raises(OfficialWeightsError, match=r"(?s)my_decoder\.pth.*label_emb\.extra.*unused"):
         estimator_state_dict_from_official(extra, TINY_LDM, y_dim=TINY_Y, source="my_decoder.pth")

@@ -29,8 +29,11 @@ FAST = {
     "threads": 2,
     "n4": {"shrink_factor": 2},
     "registration": {
-        "resolution_mm": VOXEL, "output_voxel_mm": VOXEL, "shrink_factors": [2, 1],
-        "smoothing_sigmas": [1, 0], "iterations": [100, 50],
+        "resolution_mm": VOXEL,
+        "output_voxel_mm": VOXEL,
+        "shrink_factors": [2, 1],
+        "smoothing_sigmas": [1, 0],
+        "iterations": [100, 50],
     },
     "skullstrip": {"device": "cpu"},
 }
@@ -81,17 +84,26 @@ def nlin6_brain(scan_dir):
 
 @pytest.fixture(scope="module")
 def passed(head, tmp_path_factory):
-    """One full default-order run (n4 -> deepbet -> affine) of the head scan."""
+    """One full default-order run (n4 -> deepbet -> affine) of the head scan (tests using it are marked slow)."""
     root = tmp_path_factory.mktemp("derivatives")
-    record = pipeline.preprocess_session(head[1], "sub-ADNI011S0002", "ses-M000", str(root), fast(), threads=2,
-                                         source="sub-ADNI011S0002/ses-M000/anat/sub-ADNI011S0002_ses-M000_T1w.nii.gz")
+    record = pipeline.preprocess_session(
+        head[1],
+        "sub-ADNI011S0002",
+        "ses-M000",
+        str(root),
+        fast(),
+        threads=2,
+        source="sub-ADNI011S0002/ses-M000/anat/sub-ADNI011S0002_ses-M000_T1w.nii.gz",
+    )
     return record, root
 
 
 # ---- names -----------------------------------------------------------------------------------------------
 def test_derivative_names_are_bids():
     p = naming.preproc_paths("/d", "sub-ADNI011S0002", "ses-M006", "MNI152NLin2009aSym")
-    assert p.image == "/d/sub-ADNI011S0002/ses-M006/anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz"
+    assert p.image == (
+        "/d/sub-ADNI011S0002/ses-M006/anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz"
+    )
     assert p.mask.endswith("anat/sub-ADNI011S0002_ses-M006_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
     assert p.sidecar == p.image.replace(".nii.gz", ".json")
     assert p.transform.endswith("anat/sub-ADNI011S0002_ses-M006_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat")
@@ -105,7 +117,9 @@ def test_derivative_names_are_bids():
     assert naming.root_of_qc_json(p.qc_json) == "/d"
     assert p.relative("/d").image.startswith("sub-ADNI011S0002/ses-M006/anat/")
     assert naming.qc_table(naming.derivatives_root("out")) == "out/derivatives/ldae-preproc/qc.tsv"
-    entity = re.compile(r"^sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+(_(space|from|to|mode|desc)-[A-Za-z0-9]+)*_(T1w|mask|xfm)\.")
+    entity = re.compile(
+        r"^sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+(_(space|from|to|mode|desc)-[A-Za-z0-9]+)*_(T1w|mask|xfm)\."
+    )
     for path in (p.image, p.mask, p.sidecar, p.transform, p.qc_json, p.qc_png):
         assert entity.match(os.path.basename(path)), path
 
@@ -186,6 +200,7 @@ def test_config_errors():
 
 
 # ---- steps on a small synthetic scan ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_n4_removes_the_planted_bias(scan_dir):
     ph = phantom.make_phantom(4.0, seed=5, bias_strength=0.35, noise=0.0, **POSE)
     image = scan.nib_to_ants(ph.image)
@@ -202,6 +217,7 @@ def test_n4_removes_the_planted_bias(scan_dir):
     assert params["mask"] == "head" and params["fit_voxel_mm"] == 8.0
 
 
+@pytest.mark.slow
 def test_registration_recovers_the_planted_pose(head, nlin6_brain):
     ph, _ = head
     template, template_mask = templates.load_template(nlin6_brain, VOXEL)
@@ -217,6 +233,7 @@ def _scratch():
     return tempfile.mkdtemp(prefix="ldae-test-reg-")
 
 
+@pytest.mark.slow
 def test_deepbet_skull_strip_dice(head):
     ph, _ = head
     mask, params = skullstrip.brain_mask(scan.nib_to_ants(ph.image), {"method": "deepbet", "device": "cpu"})
@@ -224,11 +241,15 @@ def test_deepbet_skull_strip_dice(head):
     assert params["tool"].startswith("deepbet") and params["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_template_skull_strip_dice(head, nlin6_brain, tmp_path):
     """Method 'template' (register first): the template mask carried back to the scan matches the truth."""
     ph, path = head
-    cfg = fast(steps=["n4", "register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], **nlin6_brain, "space": "NLin6Brain"})
+    cfg = fast(
+        steps=["n4", "register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], **nlin6_brain, "space": "NLin6Brain"},
+    )
     record = pipeline.preprocess_session(path, "sub-01", "ses-M000", str(tmp_path), cfg, threads=2)
     assert record["status"] == "pass", record["reason"]
     paths = naming.preproc_paths(tmp_path, "sub-01", "ses-M000", "NLin6Brain")
@@ -242,6 +263,7 @@ def test_template_skull_strip_dice(head, nlin6_brain, tmp_path):
 
 
 # ---- the per-session command --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pass_writes_every_derivative(passed):
     record, root = passed
     assert record["status"] == "pass", record["reason"]
@@ -272,6 +294,7 @@ def test_pass_writes_every_derivative(passed):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     """The official BIDS validator (bids-validator-deno, offline) finds no error in the derivatives dataset."""
     record, passed_root = passed
@@ -279,19 +302,24 @@ def test_derivatives_pass_the_bids_validator(passed, tmp_path):
     shutil.copytree(passed_root, root)
     description.write_description(str(root), "../../bids")
     validator = Path(sys.executable).with_name("bids-validator-deno")
-    result = subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(validator), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
+    )
     report = json.loads(result.stdout)
-    errors = [(i["code"], i.get("subCode"), i.get("location")) for i in report["issues"]["issues"]
-              if i["severity"] == "error"]
+    errors = [
+        (i["code"], i.get("subCode"), i.get("location")) for i in report["issues"]["issues"] if i["severity"] == "error"
+    ]
     assert errors == [], errors
     assert result.returncode == 0, result.stderr[-2000:]
     # and it does see our files (a dataset it ignored wholesale would pass too)
     bogus = Path(root) / "sub-ADNI011S0002" / "ses-M000" / "anat" / "sub-ADNI011S0002_ses-M000_bogus-x_T1w.nii.gz"
     shutil.copyfile(naming.preproc_paths(root, "sub-ADNI011S0002", "ses-M000", "MNI152NLin2009aSym").image, bogus)
     try:
-        report = json.loads(subprocess.run([str(validator), "--format", "json", str(root)], capture_output=True,
-                                           text=True, timeout=300).stdout)
+        report = json.loads(
+            subprocess.run(
+                [str(validator), "--format", "json", str(root)], capture_output=True, text=True, timeout=300
+            ).stdout
+        )
     finally:
         bogus.unlink()
     assert any(i["severity"] == "error" and "bogus" in str(i.get("location")) for i in report["issues"]["issues"])
@@ -338,6 +366,7 @@ def test_bad_inputs_are_excluded_and_leave_nothing(head, scan_dir, tmp_path):
         assert files == ["sub-01_ses-M000_desc-qc_T1w.json"], (case, files)
 
 
+@pytest.mark.slow
 def test_registration_failure_is_excluded_and_rerun_cleans(passed, head):
     """A pass, then a rerun that fails QC (similarity threshold unreachable): nothing of the pass survives."""
     record, root = passed
@@ -346,8 +375,11 @@ def test_registration_failure_is_excluded_and_rerun_cleans(passed, head):
 
     copy = root.parent / (root.name + "-rerun")
     shutil.copytree(root, copy)
-    cfg = fast(steps=["n4", "register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], "min_similarity": 0.999})
+    cfg = fast(
+        steps=["n4", "register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], "min_similarity": 0.999},
+    )
     again = pipeline.preprocess_session(head[1], "sub-ADNI011S0002", "ses-M000", str(copy), cfg, threads=2)
     assert again["status"] == "excluded"
     assert again["reason"].startswith("registration failed: similarity to template")
@@ -381,30 +413,64 @@ def test_antspynet_needs_its_cache_and_package(tmp_path, head):
     # through the command: a setup error fails the job (exit 2) instead of excluding the session
     cfg = json.dumps(fast(skullstrip={"method": "antspynet", "antspynet_cache": str(cache)}))
     root = tmp_path / "d"
-    code = pipeline.main(["--t1w", head[1], "--participant-id", "sub-01", "--session-id", "ses-M000",
-                          "--derivatives", str(root), "--config-json", cfg])
+    code = pipeline.main(
+        [
+            "--t1w",
+            head[1],
+            "--participant-id",
+            "sub-01",
+            "--session-id",
+            "ses-M000",
+            "--derivatives",
+            str(root),
+            "--config-json",
+            cfg,
+        ]
+    )
     assert code == 2
     assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
 
 
 # ---- the cohort table ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cohort_qc_table_and_summary(passed, head, scan_dir, capsys):
     record, root = passed
     bad = _bad_inputs(scan_dir, head[1])
     for session, case in (("M006", "NaN"), ("M012", "4-D")):
         pipeline.preprocess_session(bad[case][0], "sub-ADNI011S0002", f"ses-{session}", str(root), fast(), threads=1)
     sessions = root / "sessions.tsv"
-    sessions.write_text("participant_id\tsession_id\tt1w\n" + "".join(
-        f"sub-ADNI011S0002\tses-{s}\tx\n" for s in ("M000", "M006", "M012")))
+    sessions.write_text(
+        "participant_id\tsession_id\tt1w\n"
+        + "".join(f"sub-ADNI011S0002\tses-{s}\tx\n" for s in ("M000", "M006", "M012"))
+    )
     out = root / "qc.tsv"
     montage = root / "figures" / "qc_montage.png"
-    code = qc.main(["--sessions", str(sessions), "--derivatives", str(root), "--out", str(out),
-                    "--montage", str(montage), "--config-json", pipeline.rule_params(pipeline.resolve_config(fast()))])
+    code = qc.main(
+        [
+            "--sessions",
+            str(sessions),
+            "--derivatives",
+            str(root),
+            "--out",
+            str(out),
+            "--montage",
+            str(montage),
+            "--config-json",
+            pipeline.rule_params(pipeline.resolve_config(fast())),
+        ]
+    )
     assert code == 0
     import pandas as pd
 
     table = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
-    assert list(table.columns[:6]) == ["participant_id", "session_id", "status", "reason", "similarity", "brain_volume_ml"]
+    assert list(table.columns[:6]) == [
+        "participant_id",
+        "session_id",
+        "status",
+        "reason",
+        "similarity",
+        "brain_volume_ml",
+    ]
     assert "preproc" in table.columns and len(table) == 3
     ok = table[table.status == "pass"].iloc[0]
     assert (root / ok.preproc).is_file() and not os.path.isabs(ok.preproc)
@@ -420,17 +486,34 @@ def test_cli_verbs_dispatch(tmp_path, scan_dir, head):
     from ldae import cli
 
     path = _bad_inputs(scan_dir, head[1])["all-zero"][0]
-    code = cli.main(["preprocess", "--t1w", path, "--participant-id", "sub-02", "--session-id", "ses-M000",
-                     "--derivatives", str(tmp_path), "--config-json", json.dumps(fast())])
+    code = cli.main(
+        [
+            "preprocess",
+            "--t1w",
+            path,
+            "--participant-id",
+            "sub-02",
+            "--session-id",
+            "ses-M000",
+            "--derivatives",
+            str(tmp_path),
+            "--config-json",
+            json.dumps(fast()),
+        ]
+    )
     assert code == 0
     record = json.loads(Path(naming.preproc_paths(tmp_path, "02", "M000", "MNI152NLin2009aSym").qc_json).read_text())
     assert record["status"] == "excluded"
 
 
+@pytest.mark.slow
 def test_syn_registration_writes_a_composite_transform(head, tmp_path):
     """type 'syn' (the authors' choice): affine + SyN, one composite .h5 forward transform."""
-    cfg = fast(steps=["register", "skullstrip"], skullstrip={"method": "template"},
-               registration={**FAST["registration"], "type": "syn", "syn_iterations": [20, 0]})
+    cfg = fast(
+        steps=["register", "skullstrip"],
+        skullstrip={"method": "template"},
+        registration={**FAST["registration"], "type": "syn", "syn_iterations": [20, 0]},
+    )
     record = pipeline.preprocess_session(head[1], "sub-01", "ses-M000", str(tmp_path), cfg, threads=2)
     assert record["status"] == "pass", record["reason"]
     paths = naming.preproc_paths(tmp_path, "sub-01", "ses-M000", "MNI152NLin2009aSym", "syn")
@@ -443,8 +526,10 @@ def test_syn_registration_writes_a_composite_transform(head, tmp_path):
     assert abs(record["metrics"]["brain_volume_ml"] - truth_ml) / truth_ml < 0.15
 
 
+@pytest.mark.slow
 def test_a_write_failure_fails_the_job_and_leaves_nothing(head, tmp_path, monkeypatch):
     """Disk trouble is not the scan's fault: the job fails (Snakemake reruns it), no session is excluded."""
+
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from helpers.rules import RULES
+
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "profiles/slurm"
 PAPER_GPUS = {"train_autoencoder": 1, "encode_latents": 1, "train_ldm": 2, "train_ldae": 2, "embed": 1,
@@ -35,9 +37,7 @@ def workflow():
 
 
 def rule_text(rule) -> str:
-    import test_envs  # the rule blocks as written
-
-    return test_envs.RULES.get(rule.name, (None, ""))[1]
+    return RULES.get(rule.name, (None, ""))[1]  # the rule block as written
 
 
 def declared_resources(workflow, rule) -> tuple[dict, int]:

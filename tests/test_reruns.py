@@ -20,6 +20,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from helpers.config import merged_config
+
+pytestmark = pytest.mark.slow  # dry runs and fake-complete runs of the workflow: make test, not make test-fast
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / "tests/configs/ci.yaml"
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -46,18 +49,6 @@ def rules_in(stems) -> set[str]:
         text = path.read_text() if path else ""
         rules |= set(re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", text, re.M))
     return rules
-
-
-def config_for(*paths: Path) -> dict:
-    def merge(a, b):
-        for key, value in b.items():
-            a[key] = merge(a.get(key, {}), value) if isinstance(value, dict) and isinstance(a.get(key), dict) else value
-        return a
-
-    config = {}
-    for path in paths:
-        merge(config, yaml.safe_load(path.read_text()))
-    return config
 
 
 def first_number_change(section: dict, path=()) -> dict | None:
@@ -135,7 +126,7 @@ def downstream(rules: set[str], edges: set[tuple[str, str]]) -> set[str]:
 def test_changing_a_section_reruns_its_stage_and_downstream_only(section, done_run, tmp_path):
     base, edges = done_run
     stems, must_rerun, change = STAGES[section]
-    config = config_for(ROOT / "config.yaml", CI)
+    config = merged_config(ROOT / "config.yaml", CI)
     if section not in config:
         pytest.skip(f"config section {section!r} is not in config.yaml yet")
     stage_rules, where = rules_in(stems), "/".join(f"workflow/rules/{stem}.smk" for stem in stems)
@@ -194,7 +185,7 @@ def test_changing_ddim_reruns_the_ddim_rules_and_downstream_only(change, done_ru
     """`ddim` (x0 clamp, grid) is read by exactly the rules that sample or invert; of the embed jobs only the LDAE's
     (the others do not run DDIM)."""
     base, edges = done_run
-    config = config_for(ROOT / "config.yaml", CI)
+    config = merged_config(ROOT / "config.yaml", CI)
     changed = copy.deepcopy(config)
     changed["ddim"] = config_for_merge(changed["ddim"], change)
     validate(changed, str(SCHEMA))
@@ -233,8 +224,7 @@ def test_config_flag_on_the_command_line_reruns_the_stage(done_run, flag, rule):
 
 def test_a_wrongly_typed_config_flag_names_the_key(done_run):
     base, _ = done_run
-    result = snakemake("-n", "--cores", "1", "--configfile", str(CI), str(base), "--config",
-                       "ldm={lr: fast}")
+    result = snakemake("-n", "--cores", "1", "--configfile", str(CI), str(base), "--config", "ldm={lr: fast}")
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "lr" in message and "fast" in message, message[-2000:]

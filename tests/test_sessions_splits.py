@@ -23,8 +23,9 @@ def make_bids(root, subjects):
     (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.7.0"}')
     rows = []
     for sub, info in subjects.items():
-        rows.append({"participant_id": sub, "sex": info["sex"], "age_bl": info["age_bl"],
-                     "diagnosis_sc": info["dx_sc"]})
+        rows.append(
+            {"participant_id": sub, "sex": info["sex"], "age_bl": info["age_bl"], "diagnosis_sc": info["dx_sc"]}
+        )
         visits = []
         for ses, (age, dx, has_image) in info["visits"].items():
             visits.append({"session_id": ses, "age": age, "diagnosis": dx})
@@ -38,21 +39,42 @@ def make_bids(root, subjects):
 
 @pytest.fixture
 def bids(tmp_path):
-    return make_bids(tmp_path / "bids", {
-        "sub-ADNI011S0001": {"sex": "F", "age_bl": "70.1", "dx_sc": "CN",
-                             "visits": {"ses-M000": ("70.1", "CN", True), "ses-M006": ("70.6", "CN", True),
-                                        "ses-M012": ("71.1", "CN", False)}},
-        "sub-ADNI011S0002": {"sex": "M", "age_bl": "80.0", "dx_sc": "AD",
-                             "visits": {"ses-M000": ("80.0", "AD", True), "ses-M012": (None, None, True)}},
-        "sub-ADNI011S0003": {"sex": "M", "age_bl": "65.0", "dx_sc": "MCI",
-                             "visits": {"ses-M000": ("65.0", "MCI", False)}},
-    })
+    return make_bids(
+        tmp_path / "bids",
+        {
+            "sub-ADNI011S0001": {
+                "sex": "F",
+                "age_bl": "70.1",
+                "dx_sc": "CN",
+                "visits": {
+                    "ses-M000": ("70.1", "CN", True),
+                    "ses-M006": ("70.6", "CN", True),
+                    "ses-M012": ("71.1", "CN", False),
+                },
+            },
+            "sub-ADNI011S0002": {
+                "sex": "M",
+                "age_bl": "80.0",
+                "dx_sc": "AD",
+                "visits": {"ses-M000": ("80.0", "AD", True), "ses-M012": (None, None, True)},
+            },
+            "sub-ADNI011S0003": {
+                "sex": "M",
+                "age_bl": "65.0",
+                "dx_sc": "MCI",
+                "visits": {"ses-M000": ("65.0", "MCI", False)},
+            },
+        },
+    )
 
 
 def test_session_table_rows_and_exclusions(bids):
     table, excluded = sessions_mod.build_session_table(bids)
     assert list(zip(table.participant_id, table.session_id)) == [
-        ("sub-ADNI011S0001", "ses-M000"), ("sub-ADNI011S0001", "ses-M006"), ("sub-ADNI011S0002", "ses-M000")]
+        ("sub-ADNI011S0001", "ses-M000"),
+        ("sub-ADNI011S0001", "ses-M006"),
+        ("sub-ADNI011S0002", "ses-M000"),
+    ]
     assert table.months.tolist() == [0, 6, 0]
     assert table.age.tolist() == pytest.approx([70.1, 70.6, 80.0])
     assert table.diagnosis.tolist() == ["CN", "CN", "AD"]
@@ -90,7 +112,9 @@ def test_missing_sessions_column_names_the_adni_table(bids):
     """clinica's sessions.tsv without diagnosis (ADNIMERGE without DX): the error names where it comes from."""
     path = bids / "sub-ADNI011S0001" / "sub-ADNI011S0001_sessions.tsv"
     pd.read_csv(path, sep="\t").drop(columns=["diagnosis"]).to_csv(path, sep="\t", index=False)
-    with pytest.raises(TableError, match="'diagnosis' .clinica writes it from ADNIMERGE.csv DX, config data.clinical_dir"):
+    with pytest.raises(
+        TableError, match="'diagnosis' .clinica writes it from ADNIMERGE.csv DX, config data.clinical_dir"
+    ):
         sessions_mod.build_session_table(bids)
 
 
@@ -108,8 +132,17 @@ def cohort(n_subjects, seed=0, visits=(0, 6, 12)):
     for i in range(n_subjects):
         dx = ["CN", "MCI", "AD"][i % 3]
         for m in visits[: 1 + rng.integers(len(visits))]:
-            rows.append({"participant_id": f"sub-ADNI{i:03d}S{i:04d}", "session_id": f"ses-M{m:03d}", "months": m,
-                         "age": 70 + m / 12, "sex": "F", "diagnosis": dx, "t1w": "x"})
+            rows.append(
+                {
+                    "participant_id": f"sub-ADNI{i:03d}S{i:04d}",
+                    "session_id": f"ses-M{m:03d}",
+                    "months": m,
+                    "age": 70 + m / 12,
+                    "sex": "F",
+                    "diagnosis": dx,
+                    "t1w": "x",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -163,6 +196,7 @@ def test_splits_too_small_and_roundtrip(tmp_path):
 def test_split_bad_fraction_is_a_clear_error(tmp_path, capsys):
     cohort(10).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
     with pytest.raises(SystemExit):
-        splits_mod.main(["--sessions", str(tmp_path / "s.tsv"), "--out", str(tmp_path / "o.tsv"),
-                         "--test-fraction", "1.5"])
+        splits_mod.main(
+            ["--sessions", str(tmp_path / "s.tsv"), "--out", str(tmp_path / "o.tsv"), "--test-fraction", "1.5"]
+        )
     assert "splits.test_fraction" in capsys.readouterr().err

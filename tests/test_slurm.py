@@ -27,6 +27,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.config import merged_config
+from helpers.rules import RULES, cli_commands, module_file, rule_verbs
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SHIM = ROOT / "tests/slurm/bin"
@@ -268,26 +271,12 @@ def test_requeued_training_job_resumes_from_its_checkpoint(tmp_path):
 
 
 # ---- the tiny end-to-end workflow ---------------------------------------------------------------------
-def merged_config(*paths: Path) -> dict:
-    def merge(a, b):
-        for key, value in b.items():
-            a[key] = merge(a.get(key, {}), value) if isinstance(value, dict) and isinstance(a.get(key), dict) else value
-        return a
-
-    config = {}
-    for path in paths:
-        merge(config, yaml.safe_load(path.read_text()))
-    return config
-
-
 def missing_verb_modules() -> list[str]:
-    import test_envs
-
-    commands = test_envs.cli_commands()
+    commands = cli_commands()
     return [
         f"{rule} (ldae {verb} -> {commands.get(verb)})"
-        for rule, _, verb in test_envs.rule_verbs()
-        if verb not in commands or test_envs.module_file(commands[verb]) is None
+        for rule, _, verb in rule_verbs()
+        if verb not in commands or module_file(commands[verb]) is None
     ]
 
 
@@ -297,12 +286,10 @@ def test_tiny_workflow_end_to_end_through_the_slurm_profile(tmp_path):
         pytest.skip("rules whose `ldae` verb is not written yet: " + ", ".join(missing))
     ci = ROOT / "tests/configs/ci.yaml"
     config = merged_config(ROOT / "config.yaml", ci)
-    import test_envs  # tests/ is on sys.path (pytest's default import mode)
-
     # GPU rules: a GPU count in config and resources from rule_resources(); they keep their GPUs (fake a100s
     # on the test node) but use 1 each here, with 1 CPU per GPU (the miniature checks 2-GPU jobs)
     gpu_rules = {
-        rule for rule, (_, body) in test_envs.RULES.items()
+        rule for rule, (_, body) in RULES.items()
         if f'rule_resources("{rule}")' in body and config["resources"].get(rule, {}).get("gpus")
     }  # fmt: skip
     # Every job must fit the 2-CPU test node as declared: a bundle's sessions run as job steps inside its

@@ -32,6 +32,7 @@ def _csv(download: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(download / "clinical" / name)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_arrays(download, tmp_path):
     again = synth.generate(tmp_path / "again", 4, **ARGS)
     for rel in ["truth/subjects.tsv", "truth/images.tsv"] + [f"clinical/{n}" for n in synth_clinical.CLINICAL_TABLES]:
@@ -44,6 +45,7 @@ def test_same_seed_same_bytes_and_arrays(download, tmp_path):
         assert np.allclose(a.affine, b.affine)
 
 
+@pytest.mark.slow
 def test_other_seed_differs(download, tmp_path):
     other = synth.generate(tmp_path / "other", 1, **{**ARGS, "seed": 8, "max_visits": 2})
     assert (other / "clinical/ADNIMERGE.csv").read_bytes() != (download / "clinical/ADNIMERGE.csv").read_bytes()
@@ -101,7 +103,10 @@ def test_tables_have_the_columns_clinica_reads(download):
         missing = cols - set(_csv(download, table).columns)
         assert not missing, f"{table} lacks {sorted(missing)}"
     merge = _csv(download, "ADNIMERGE.csv")
-    assert set(merge.ORIGPROT) <= {"ADNI1", "ADNIGO", "ADNI2", "ADNI3"} and merge.RID.groupby(merge.PTID).nunique().eq(1).all()
+    assert (
+        set(merge.ORIGPROT) <= {"ADNI1", "ADNIGO", "ADNI2", "ADNI3"}
+        and merge.RID.groupby(merge.PTID).nunique().eq(1).all()
+    )
     assert merge.drop_duplicates("PTID").RID.is_unique
     assert (merge.groupby("PTID").AGE.nunique() == 1).all()  # AGE is the baseline age on every row
     assert merge.DX.isin(["CN", "MCI", "Dementia"]).all()
@@ -152,6 +157,7 @@ def test_planted_atrophy_and_age(download, images):
         assert abs(ml / row.brain_mask_ml - 1) < 0.05, (row.ptid, ml, row.brain_mask_ml)
 
 
+@pytest.mark.slow
 def test_planted_truth_is_what_the_download_records(download, images):
     """planted_truth (no images) gives the visits, loads and volumes that generate writes to truth/images.tsv."""
     args = {k: v for k, v in ARGS.items() if k != "voxel_mm"}
@@ -190,6 +196,7 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+@pytest.mark.slow
 def test_demo_cohort_age_and_ad_are_measurable():
     """On the demo profile's cohort (every visit), the planted volumes carry the age: a leave-one-subject-out linear
     fit of age on them reaches r >= 0.8 and beats the mean-age baseline by far; AD vs CN stays separable; and
@@ -212,8 +219,9 @@ def test_demo_cohort_age_and_ad_are_measurable():
     assert _auc(ad.ventricle_ml_per_icv, cn.ventricle_ml_per_icv) >= 0.7  # AD: larger ventricles (age, too)
     # aging alone (CN): ventricles and sulcal CSF grow, grey matter thins; slopes per year of age in 3 mm voxels
     # (27 ul) of a head of the cohort's mean size (the affine registration to MNI removes head size)
-    voxels = {c: cn[f"{c}_per_icv"] * truth.icv_ml.mean() * 1000 / 27
-              for c in ("ventricle_ml", "sulcal_csf_ml", "gm_ml")}
+    voxels = {
+        c: cn[f"{c}_per_icv"] * truth.icv_ml.mean() * 1000 / 27 for c in ("ventricle_ml", "sulcal_csf_ml", "gm_ml")
+    }
     slope = {c: np.polyfit(cn.age_at_scan, v, 1)[0] for c, v in voxels.items()}
     assert slope["ventricle_ml"] > 20 and slope["sulcal_csf_ml"] > 100 and slope["gm_ml"] < -100, slope
 

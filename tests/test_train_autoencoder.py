@@ -18,11 +18,25 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|manual optimization|many workers|Experiment logs).*")
 
 TINY = {
-    "network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
-                "norm_num_groups": 8, "disc_channels": 8, "disc_num_layers": 2},
-    "cache": "none", "lr": 1e-3, "disc_lr": 1e-3,
-    "train": {"max_epochs": 1, "batch_size": 1, "accumulate_grad_batches": 2, "num_workers": 0,
-              "checkpoint_every_n_steps": 4, "log_every_n_steps": 1},
+    "network": {
+        "channels": [8, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False],
+        "norm_num_groups": 8,
+        "disc_channels": 8,
+        "disc_num_layers": 2,
+    },
+    "cache": "none",
+    "lr": 1e-3,
+    "disc_lr": 1e-3,
+    "train": {
+        "max_epochs": 1,
+        "batch_size": 1,
+        "accumulate_grad_batches": 2,
+        "num_workers": 0,
+        "checkpoint_every_n_steps": 4,
+        "log_every_n_steps": 1,
+    },
 }
 
 
@@ -66,6 +80,7 @@ def test_unknown_config_key_is_an_error():
         verbs.section("autoencoder", {"loss": {"l2": 1.0}})
 
 
+@pytest.mark.slow
 def test_generator_and_discriminator_losses_decrease():
     pl.seed_everything(0)
     module, _, _ = A.build_module(tiny_cfg(loss={"adversarial": 0.1}))
@@ -93,13 +108,18 @@ def fit(run_dir, epochs, cfg):
     pl.seed_everything(0)
     module, _, _ = A.build_module(cfg)
     settings = common.train_settings({**cfg["train"], "max_epochs": epochs})
-    trainer = common.build_trainer({**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None}, run_dir,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False,
-                                   find_unused_parameters=True)
+    trainer = common.build_trainer(
+        {**settings, "accumulate_grad_batches": 1, "gradient_clip_val": None},
+        run_dir,
+        callbacks=[stage.SaveLastAtEnd(run_dir)],
+        enable_progress_bar=False,
+        find_unused_parameters=True,
+    )
     trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), ckpt_path=common.resume_checkpoint(run_dir))
     return module, trainer
 
 
+@pytest.mark.slow
 def test_manual_gan_optimisation_resumes_exactly(tmp_path):
     """4 images, batch 1, accumulation 2: 2 G + 2 D optimiser steps an epoch (global_step +4). An uninterrupted
     3-epoch run equals a 2-epoch run resumed to 3 epochs: weights of both networks and both Adam states."""
@@ -128,6 +148,7 @@ def test_absent_perceptual_weights_disable_the_term_and_are_recorded():
     assert "perceptual" not in parts
 
 
+@pytest.mark.slow
 def test_local_perceptual_weights_enable_the_term(tmp_path):
     import torchvision
 
@@ -151,14 +172,16 @@ def record_step_grad_norms(monkeypatch):
             with torch.enable_grad():
                 closure()
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        norms.setdefault(id(self), []).append(float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g) for g in grads]))))
+        norms.setdefault(id(self), []).append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        )
         return original(self)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     return norms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [1e-4, None])
 def test_gradient_clipping_reaches_generator_and_discriminator(tmp_path, monkeypatch, clip):
     """Manual optimisation: the module clips BOTH optimisers' gradients (Lightning does not); without clipping the
@@ -194,6 +217,7 @@ def test_selection_metric_switch():
         A.selection(tiny_cfg(selection_metric="lpips"))
 
 
+@pytest.mark.slow
 def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, monkeypatch):
     """The authors' 16-mixed precision: gradients are loss-scaled (x 2^16); clipping must see the unscaled ones. The
     norm each optimiser steps with equals the threshold (clipping the scaled gradients instead, before the step,
@@ -206,9 +230,16 @@ def test_gradient_clipping_under_16_mixed_acts_on_unscaled_gradients(tmp_path, m
     module, _, _ = A.build_module(cfg)
     settings = common.train_settings({**cfg["train"], "max_epochs": 1})
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=str(tmp_path),
-                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )
     trainer.fit(module, stage.loader(Toy(), settings, shuffle=True))
     steps = [n for v in norms.values() for n in v]
     assert len(norms) == 2 and len(steps) == 4 and scaler.get_scale() >= 2.0**15, (norms, scaler.get_scale())

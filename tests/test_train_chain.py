@@ -22,16 +22,50 @@ from ldae.models import io
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|manual optimization).*")
 
+pytestmark = pytest.mark.slow  # the training verbs chained on a cohort: make test, not make test-fast
 IMAGES = {"spacing_mm": 2.0, "shape": [16, 16, 16]}
-TRAIN = {"max_epochs": 1, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
-         "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1}
-AE = {"network": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False],
-                  "norm_num_groups": 8, "disc_channels": 8, "disc_num_layers": 2},
-      "cache": "disk", "lr": 1e-3, "perceptual_weights": "/nonexistent/squeezenet.pth", "train": TRAIN}
-LDM = {"network": {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
-                   "norm_num_groups": 8}, "lr": 1e-3, "ema_decay": 0.9, "train": TRAIN}
-LDAE = {"encoder": {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8},
-        "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 3, "cache": "memory", "train": TRAIN}
+TRAIN = {
+    "max_epochs": 1,
+    "batch_size": 2,
+    "accumulate_grad_batches": 1,
+    "num_workers": 0,
+    "checkpoint_every_n_steps": 2,
+    "log_every_n_steps": 1,
+    "val_every_n_epochs": 1,
+}
+AE = {
+    "network": {
+        "channels": [8, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False],
+        "norm_num_groups": 8,
+        "disc_channels": 8,
+        "disc_num_layers": 2,
+    },
+    "cache": "disk",
+    "lr": 1e-3,
+    "perceptual_weights": "/nonexistent/squeezenet.pth",
+    "train": TRAIN,
+}
+LDM = {
+    "network": {
+        "channels": [8, 16, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False, True],
+        "norm_num_groups": 8,
+    },
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "train": TRAIN,
+}
+LDAE = {
+    "encoder": {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8},
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "val_ddim_steps": 3,
+    "cache": "memory",
+    "train": TRAIN,
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +79,42 @@ def cohort(tmp_path_factory):
     for s in range(8):
         pid = f"sub-ADNI{s:03d}"
         split = "train" if s < 5 else "val" if s == 5 else "test"
-        splits.append({"participant_id": pid, "baseline_diagnosis": "CN", "n_sessions": 2, "split": split,
-                       "probe_split": "probe_train" if s < 4 else "probe_val" if s < 5 else "n/a"})
+        splits.append(
+            {
+                "participant_id": pid,
+                "baseline_diagnosis": "CN",
+                "n_sessions": 2,
+                "split": split,
+                "probe_split": "probe_train" if s < 4 else "probe_val" if s < 5 else "n/a",
+            }
+        )
         for v, ses in enumerate(("ses-M000", "ses-M012")):
             radius = 0.6 + 0.1 * rng.random()
             volume = (np.linalg.norm(grid, axis=0) < radius).astype(np.float32) * (1 + 0.1 * rng.random((16,) * 3))
             rel = f"{pid}/{ses}/anat/{pid}_{ses}_desc-preproc_T1w.nii.gz"
             (deriv / rel).parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), deriv / rel)
-            sessions.append({"participant_id": pid, "session_id": ses, "months": 12 * v, "age": 70 + s + v,
-                             "sex": "F", "diagnosis": "CN", "t1w": "x"})
+            sessions.append(
+                {
+                    "participant_id": pid,
+                    "session_id": ses,
+                    "months": 12 * v,
+                    "age": 70 + s + v,
+                    "sex": "F",
+                    "diagnosis": "CN",
+                    "t1w": "x",
+                }
+            )
             excluded = s == 0 and v == 1
-            qc.append({"participant_id": pid, "session_id": ses, "status": "excluded" if excluded else "pass",
-                       "reason": "test" if excluded else "", "preproc": "" if excluded else rel})
+            qc.append(
+                {
+                    "participant_id": pid,
+                    "session_id": ses,
+                    "status": "excluded" if excluded else "pass",
+                    "reason": "test" if excluded else "",
+                    "preproc": "" if excluded else rel,
+                }
+            )
     pd.DataFrame(sessions).to_csv(root / "sessions.tsv", sep="\t", index=False)
     pd.DataFrame(splits).to_csv(root / "splits.tsv", sep="\t", index=False)
     pd.DataFrame(qc).to_csv(deriv / "qc.tsv", sep="\t", index=False, na_rep="n/a")
@@ -65,8 +122,16 @@ def cohort(tmp_path_factory):
 
 
 def data_args(root):
-    return ["--qc", str(root / "derivatives/ldae-preproc/qc.tsv"), "--sessions", str(root / "sessions.tsv"),
-            "--splits", str(root / "splits.tsv"), "--images", json.dumps(IMAGES)]
+    return [
+        "--qc",
+        str(root / "derivatives/ldae-preproc/qc.tsv"),
+        "--sessions",
+        str(root / "sessions.tsv"),
+        "--splits",
+        str(root / "splits.tsv"),
+        "--images",
+        json.dumps(IMAGES),
+    ]
 
 
 def run(*argv):
@@ -133,8 +198,10 @@ def test_models_load_as_evaluation_loads_them(chain):
     pipe = io.load_pipeline(models)
     assert pipe.ddim.as_config() == OURS_DDIM  # what train-ldae was given (--ddim) and recorded
     assert yaml.safe_load((models / "ldae/config.yaml").read_text())["ddim"] == OURS_DDIM
-    assert io.load_pipeline(models, ddim={"grid": "authors"}).ddim.as_config() == {"clip_x0": [-1.0, 1.0],
-                                                                                    "grid": "authors"}
+    assert io.load_pipeline(models, ddim={"grid": "authors"}).ddim.as_config() == {
+        "clip_x0": [-1.0, 1.0],
+        "grid": "authors",
+    }
     image = torch.rand(1, 1, 16, 16, 16)
     z = pipe.latent(image)
     y = pipe.semantic(image)
@@ -143,8 +210,10 @@ def test_models_load_as_evaluation_loads_them(chain):
     assert pipe.decode(pipe.sample(x_T, y, steps=4)).shape == image.shape
     assert pipe.sample(torch.randn_like(z), None, steps=2).shape == z.shape  # plain LDM
     summary = json.loads((models / "ldae/summary.json").read_text())
-    assert summary["parameters"]["frozen_ldm"] == json.loads((models / "ldm/summary.json").read_text())[
-        "parameters"]["unet"]
+    assert (
+        summary["parameters"]["frozen_ldm"]
+        == json.loads((models / "ldm/summary.json").read_text())["parameters"]["unet"]
+    )
     weights = torch.load(models / "ldae/weights.pt", weights_only=True)
     assert not any(k.startswith("estimator.ldm.") for k in weights)
     assert "val/ssim" in pd.read_csv(models / "ldae/metrics.csv").columns
@@ -152,8 +221,17 @@ def test_models_load_as_evaluation_loads_them(chain):
 
 def test_rerun_resumes_and_stage3_refuses_a_missing_stage2(chain):
     root, models = chain, chain / "models"
-    run("train-ldm", "--latents", models / "latents", "--config", json.dumps(LDM), "--out-dir", root / "ldm_again",
-        "--run-dir", root / "resume/ldm")
+    run(
+        "train-ldm",
+        "--latents",
+        models / "latents",
+        "--config",
+        json.dumps(LDM),
+        "--out-dir",
+        root / "ldm_again",
+        "--run-dir",
+        root / "resume/ldm",
+    )
     assert json.loads((root / "ldm_again/summary.json").read_text())["resumed"] is True
     with pytest.raises(FileNotFoundError, match="stage-2 LDM weights not found"):
         cli.main(["train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", str(models / "latents"),

@@ -75,8 +75,12 @@ def test_malformed_training_key_names_the_key():
 def test_rules_read_only_their_own_sections():
     text = (ROOT / "workflow/rules/train.smk").read_text()
     rules = dict(re.findall(r"\nrule (\w+):\n(.*?)(?=\nrule |\nTARGETS)", text, flags=re.S))
-    allowed = {"train_autoencoder": {"autoencoder", "images"}, "encode_latents": {"latents", "images"},
-               "train_ldm": {"ldm"}, "train_ldae": {"ldae", "images", "ddim"}}
+    allowed = {
+        "train_autoencoder": {"autoencoder", "images"},
+        "encode_latents": {"latents", "images"},
+        "train_ldm": {"ldm"},
+        "train_ldae": {"ldae", "images", "ddim"},
+    }
     assert set(rules) == set(allowed)
     for rule, body in rules.items():
         used = set(re.findall(r'config\["(\w+)"\]', body)) | ({"images"} if "IMAGES_JSON" in body else set())

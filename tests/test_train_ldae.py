@@ -22,14 +22,31 @@ from ldae.training import ldm as L
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|backbone weights).*")
 
-LDM_NET = {"channels": [8, 16, 16], "num_res_blocks": 1, "attention_levels": [False, False, True],
-           "norm_num_groups": 8, "dropout": 0.0, "latent_channels": 3}
+LDM_NET = {
+    "channels": [8, 16, 16],
+    "num_res_blocks": 1,
+    "attention_levels": [False, False, True],
+    "norm_num_groups": 8,
+    "dropout": 0.0,
+    "latent_channels": 3,
+}
 ENCODER = {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8}
 TINY = {
-    "encoder": ENCODER, "estimator": {"dropout": 0.0}, "lr": 1e-3, "ema_decay": 0.9, "val_ddim_steps": 5,
+    "encoder": ENCODER,
+    "estimator": {"dropout": 0.0},
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "val_ddim_steps": 5,
     "cache": "none",
-    "train": {"max_epochs": 1, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
-              "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1},
+    "train": {
+        "max_epochs": 1,
+        "batch_size": 2,
+        "accumulate_grad_batches": 1,
+        "num_workers": 0,
+        "checkpoint_every_n_steps": 2,
+        "log_every_n_steps": 1,
+        "val_every_n_epochs": 1,
+    },
 }
 AE_NET = {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8}
 
@@ -102,6 +119,7 @@ def test_verb_refuses_to_start_without_stage2_weights(tmp_path):
                 "--qc", "q", "--sessions", "s", "--splits", "p", "--out-dir", str(tmp_path / "out")])
 
 
+@pytest.mark.slow
 def test_pdae_loss_decreases_on_a_toy_batch(tmp_path):
     weights, config = write_ldm(tmp_path, perturbed_unet())
     pl.seed_everything(0)
@@ -114,8 +132,11 @@ def test_pdae_loss_decreases_on_a_toy_batch(tmp_path):
 
     def evaluate():
         with torch.no_grad():
-            return float(pdae_loss(module.estimator, data.latents, t_eval, n_eval, module.encoder(data.images),
-                                   module.schedule, 0.1))
+            return float(
+                pdae_loss(
+                    module.estimator, data.latents, t_eval, n_eval, module.encoder(data.images), module.schedule, 0.1
+                )
+            )
 
     before = evaluate()
     for i in range(25):
@@ -138,6 +159,7 @@ def fit(run_dir, epochs, weights, config):
     return module, trainer
 
 
+@pytest.mark.slow
 def test_frozen_ldm_never_changes_is_not_checkpointed_and_resume_is_exact(tmp_path):
     weights, config = write_ldm(tmp_path, perturbed_unet())
     stage2 = torch.load(weights, weights_only=True)
@@ -161,6 +183,7 @@ def test_frozen_ldm_never_changes_is_not_checkpointed_and_resume_is_exact(tmp_pa
     assert "val/ssim" in metrics and "val/latent_mse" in metrics
 
 
+@pytest.mark.slow
 def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     """Tiny overfit example: an LDM fitted to one latent, an LDAE fitted on it; deterministic DDIM inversion
     conditioned on y_sem followed by DDIM decoding (100 steps each) gives the latent back."""
@@ -170,8 +193,13 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     opt = ldm.configure_optimizers()
     x0, image = torch.randn(1, 3, 8, 8, 8), torch.rand(1, 1, 16, 16, 16)
     for _ in range(120):
-        loss = eps_loss(ldm.eps, x0.expand(4, -1, -1, -1, -1), ldm.schedule.sample_timesteps(4),
-                        torch.randn(4, 3, 8, 8, 8), ldm.schedule)
+        loss = eps_loss(
+            ldm.eps,
+            x0.expand(4, -1, -1, -1, -1),
+            ldm.schedule.sample_timesteps(4),
+            torch.randn(4, 3, 8, 8, 8),
+            ldm.schedule,
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -179,8 +207,9 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     module = D.build_module(tiny_cfg(), weights, config)
     opt = module.configure_optimizers()
     for i in range(15):
-        loss = module.training_step({"latent": x0.expand(4, -1, -1, -1, -1),
-                                     "image": image.expand(4, -1, -1, -1, -1)}, i)
+        loss = module.training_step(
+            {"latent": x0.expand(4, -1, -1, -1, -1), "image": image.expand(4, -1, -1, -1, -1)}, i
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

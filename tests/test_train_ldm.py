@@ -24,11 +24,23 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs).*")
 
 TINY = {
-    "network": {"channels": [16, 32, 32], "num_res_blocks": 1, "attention_levels": [False, True, True],
-                "norm_num_groups": 8},
-    "lr": 1e-3, "ema_decay": 0.9,
-    "train": {"max_epochs": 2, "batch_size": 2, "accumulate_grad_batches": 1, "num_workers": 0,
-              "checkpoint_every_n_steps": 2, "log_every_n_steps": 1, "val_every_n_epochs": 1},
+    "network": {
+        "channels": [16, 32, 32],
+        "num_res_blocks": 1,
+        "attention_levels": [False, True, True],
+        "norm_num_groups": 8,
+    },
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "train": {
+        "max_epochs": 2,
+        "batch_size": 2,
+        "accumulate_grad_batches": 1,
+        "num_workers": 0,
+        "checkpoint_every_n_steps": 2,
+        "log_every_n_steps": 1,
+        "val_every_n_epochs": 1,
+    },
 }
 
 
@@ -40,8 +52,13 @@ def make_store(root, n=6, shape=(3, 8, 8, 8), seed=0):
     rng = np.random.default_rng(seed)
     latents = (rng.normal(size=(n, *shape)) * 1.7 + 0.3).astype(np.float32)
     split = ["train"] * (n - 2) + ["val", "test"]
-    index = pd.DataFrame({"participant_id": [f"sub-{i // 2}" for i in range(n)],
-                          "session_id": [f"ses-M{12 * (i % 2):02d}" for i in range(n)], "split": split})
+    index = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i // 2}" for i in range(n)],
+            "session_id": [f"ses-M{12 * (i % 2):02d}" for i in range(n)],
+            "split": split,
+        }
+    )
     scale = 1.0 / float(latents[: n - 2].std())
     LatentStore(root).write(latents, index, scale, {"source": "test"})
     return LatentStore(root)
@@ -59,9 +76,12 @@ def test_tiny_unet_shapes():
     x = torch.randn(2, 3, 8, 8, 8)
     assert module.eps(x, torch.tensor([0, 999])).shape == x.shape
     assert module.schedule.num_train_timesteps == 1000
-    assert float(module.schedule.betas[0]) == pytest.approx(1e-4) and float(module.schedule.betas[-1]) == pytest.approx(0.02)
+    assert float(module.schedule.betas[0]) == pytest.approx(1e-4) and float(module.schedule.betas[-1]) == pytest.approx(
+        0.02
+    )
 
 
+@pytest.mark.slow
 def test_eps_loss_decreases_on_a_toy_batch():
     from ldae.diffusion import eps_loss
 
@@ -87,12 +107,24 @@ def test_eps_loss_decreases_on_a_toy_batch():
 
 
 def run(tmp_path, store_root, out="ldm", extra=()):
-    argv = ["--latents", str(store_root), "--out-dir", str(tmp_path / out), "--run-dir", str(tmp_path / "run"),
-            "--config", json.dumps(TINY), "--devices", "0", *extra]
+    argv = [
+        "--latents",
+        str(store_root),
+        "--out-dir",
+        str(tmp_path / out),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--config",
+        json.dumps(TINY),
+        "--devices",
+        "0",
+        *extra,
+    ]
     assert L.main(argv) == 0
     return tmp_path / out
 
 
+@pytest.mark.slow
 def test_verb_publishes_final_ema_weights_and_resumes(tmp_path):
     store = make_store(tmp_path / "latents")
     out = run(tmp_path, store.root)
@@ -108,8 +140,8 @@ def test_verb_publishes_final_ema_weights_and_resumes(tmp_path):
     # weights.pt holds the EMA weights of the final checkpoint (not the raw weights)
     weights = torch.load(out / "weights.pt", weights_only=True)
     ckpt = torch.load(out / "last.ckpt", weights_only=False)
-    raw = {k[len("unet."):]: v for k, v in ckpt["current_model_state"].items() if k.startswith("unet.")}
-    ema = {k[len("unet."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
+    raw = {k[len("unet.") :]: v for k, v in ckpt["current_model_state"].items() if k.startswith("unet.")}
+    ema = {k[len("unet.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")}
     assert all(torch.equal(weights[k], ema[k]) for k in weights)
     assert any(not torch.equal(weights[k], raw[k]) for k in weights)
     unet = load_ldm(out)
@@ -137,6 +169,7 @@ def test_unknown_key_in_section_is_an_error(tmp_path):
         L.main(["--latents", str(store.root), "--out-dir", str(tmp_path / "o"), "--config", '{"learning_rate": 1}'])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [1e-4, None])
 def test_gradient_clipping_is_applied(tmp_path, monkeypatch, clip):
     """Automatic optimisation: train.gradient_clip_val (default 1.0, the authors') reaches Lightning's clipping: the
@@ -156,7 +189,22 @@ def test_gradient_clipping_is_applied(tmp_path, monkeypatch, clip):
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     store = make_store(tmp_path / "latents")
     cfg = {**TINY, "ema_decay": 0.0, "train": {**TINY["train"], "max_epochs": 1, "gradient_clip_val": clip}}
-    assert L.main(["--latents", str(store.root), "--out-dir", str(tmp_path / "out"), "--run-dir",
-                   str(tmp_path / "run"), "--config", json.dumps(cfg), "--devices", "0"]) == 0
+    assert (
+        L.main(
+            [
+                "--latents",
+                str(store.root),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--config",
+                json.dumps(cfg),
+                "--devices",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert len(norms) == 2  # 4 training latents, batch 2
     assert (max(norms) <= 1e-4 * (1 + 1e-3)) if clip else (min(norms) > 1e-3), norms

@@ -3,11 +3,11 @@ resolved config, atomic weights, latent store."""
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import lightning.pytorch as pl
 
 from ldae import verbs
 from ldae.training import common
@@ -47,8 +47,9 @@ def settings(**kw):
 def fit(run_dir, max_steps, ema=None):
     pl.seed_everything(0)
     model = Toy()
-    trainer = common.build_trainer(settings(max_steps=max_steps, max_epochs=10), run_dir, ema_decay=ema,
-                                   enable_progress_bar=False)
+    trainer = common.build_trainer(
+        settings(max_steps=max_steps, max_epochs=10), run_dir, ema_decay=ema, enable_progress_bar=False
+    )
     trainer.fit(model, loader(), ckpt_path=common.resume_checkpoint(run_dir))
     return model, trainer
 
@@ -94,8 +95,13 @@ def test_weights_roundtrip_and_missing_file_is_named(tmp_path):
 
 def test_latent_store_roundtrip_scaled(tmp_path):
     latents = np.random.default_rng(0).normal(size=(5, 3, 2, 2, 2)).astype(np.float32)
-    index = pd.DataFrame({"participant_id": list("abcde"), "session_id": ["ses-M000"] * 5,
-                          "split": ["train", "train", "val", "test", "train"]})
+    index = pd.DataFrame(
+        {
+            "participant_id": list("abcde"),
+            "session_id": ["ses-M000"] * 5,
+            "split": ["train", "train", "val", "test", "train"],
+        }
+    )
     store = LatentStore(tmp_path / "latents")
     store.write(latents, index, 2.0, {"encoder": "test"})
     store.write(latents, index, 2.0, {"encoder": "test"})  # rewrite replaces, leaves no temp folder

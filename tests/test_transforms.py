@@ -94,13 +94,22 @@ def mni_brain(tmp_path_factory):
     brain = (head.get_fdata() * mask).astype(np.float32)
     nib.Nifti1Image(brain, head.affine).to_filename(root / "brain.nii.gz")
     nib.Nifti1Image(mask.astype(np.uint8), head.affine).to_filename(root / "mask.nii.gz")
-    geometry = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"),
-                        Spacingd(keys="image", pixdim=(1.5,) * 3, mode="nearest")])
+    geometry = Compose(
+        [
+            LoadImaged(keys="image"),
+            EnsureChannelFirstd(keys="image"),
+            Spacingd(keys="image", pixdim=(1.5,) * 3, mode="nearest"),
+        ]
+    )
     resampled = geometry({"image": str(root / "mask.nii.gz")})["image"]
     mask_out = ResizeWithPadOrCropd(keys="image", spatial_size=PAPER["shape"])({"image": resampled})["image"]
     brain_level = float(brain[ndimage.binary_erosion(mask, iterations=3)].mean() / brain.max())
-    return {"path": str(root / "brain.nii.gz"), "mask": mask_out[0].numpy() > 0.5,
-            "unpadded": tuple(resampled.shape[1:]), "brain_level": brain_level}
+    return {
+        "path": str(root / "brain.nii.gz"),
+        "mask": mask_out[0].numpy() > 0.5,
+        "unpadded": tuple(resampled.shape[1:]),
+        "brain_level": brain_level,
+    }
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bspline"])
@@ -134,13 +143,24 @@ def test_real_brain_background_is_exactly_zero(mni_brain, interpolation):
 
 def test_bilinear_is_monai_spacing_default(mni_brain):
     """The default chain equals the authors' one: MONAI Spacingd with its default interpolation."""
-    from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, ResizeWithPadOrCropd, ScaleIntensityd,
-                                  Spacingd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        ResizeWithPadOrCropd,
+        ScaleIntensityd,
+        Spacingd,
+    )
 
-    authors = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image"),
-                       Spacingd(keys="image", pixdim=(1.5,) * 3),
-                       ResizeWithPadOrCropd(keys="image", spatial_size=PAPER["shape"], mode="minimum"),
-                       ScaleIntensityd(keys="image", minv=0.0, maxv=1.0)])
+    authors = Compose(
+        [
+            LoadImaged(keys="image"),
+            EnsureChannelFirstd(keys="image"),
+            Spacingd(keys="image", pixdim=(1.5,) * 3),
+            ResizeWithPadOrCropd(keys="image", spatial_size=PAPER["shape"], mode="minimum"),
+            ScaleIntensityd(keys="image", minv=0.0, maxv=1.0),
+        ]
+    )
     ours = build_transforms(PAPER)({"image": mni_brain["path"]})["image"]
     theirs = authors({"image": mni_brain["path"]})["image"]
     assert torch.allclose(ours.as_tensor(), theirs.as_tensor().float(), atol=1e-6)

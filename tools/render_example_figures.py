@@ -19,8 +19,9 @@ def phantom(rng: np.random.Generator, shape=(48, 64, 48), ventricles: float = 1.
     r = np.sqrt((g[0] / 0.8) ** 2 + (g[1] / 0.85) ** 2 + (g[2] / 0.75) ** 2)
     v = np.where(r < 1, 0.55, 0.0) + np.where(r < 0.8, 0.3, 0.0)
     for sx in (-0.18, 0.18):
-        rv = np.sqrt(((g[0] - sx) / (0.09 * ventricles)) ** 2 + (g[1] / (0.35 * ventricles)) ** 2
-                     + ((g[2] - 0.1) / 0.25) ** 2)
+        rv = np.sqrt(
+            ((g[0] - sx) / (0.09 * ventricles)) ** 2 + (g[1] / (0.35 * ventricles)) ** 2 + ((g[2] - 0.1) / 0.25) ** 2
+        )
         v = np.where(rv < 1, 0.15, v)
     v = ndi.gaussian_filter(v, 1) + rng.normal(0, 0.02, shape) * (r < 1)
     return np.clip(v / v.max() * 0.8, 0, 1).astype(np.float32)
@@ -53,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                             "alpha": rng.uniform(0.1, 0.9, n), "ssim": rng.uniform(0.9, 0.97, n),
                             "mse": rng.uniform(0.001, 0.003, n), "nearest_ssim": rng.uniform(0.9, 0.97, n),
                             "nearest_mse": rng.uniform(0.001, 0.003, n)})  # fmt: skip
-    triplet = {"start": x, "target": phantom(rng, ventricles=1.1), "generated": phantom(rng, ventricles=1.08),
-               "end": phantom(rng, ventricles=1.2)}
+    triplet = {
+        "start": x,
+        "target": phantom(rng, ventricles=1.1),
+        "generated": phantom(rng, ventricles=1.08),
+        "end": phantom(rng, ventricles=1.2),
+    }
     figures.figure8_interpolation(results, triplet, args.out / "figure8_interpolation.png")
     for path in sorted(args.out.glob("*.png")):
         print(path)

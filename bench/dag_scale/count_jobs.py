@@ -20,8 +20,14 @@ def update_groups(self):
     local = [j for j in needrun if j.rule.norun or j.rule.name in self.workflow._localrules]
     ungrouped = [j for j in needrun if j not in self._group and j not in local]
     sizes = sorted({len(g.jobs) for g in groups})
-    stats.update(planned_jobs=len(needrun), local_jobs=len(local), ungrouped_jobs=len(ungrouped),
-                 group_jobs=len(groups), group_sizes=sizes, cluster_jobs=len(ungrouped) + len(groups))
+    stats.update(
+        planned_jobs=len(needrun),
+        local_jobs=len(local),
+        ungrouped_jobs=len(ungrouped),
+        group_jobs=len(groups),
+        group_sizes=sizes,
+        cluster_jobs=len(ungrouped) + len(groups),
+    )
 
 
 DAG.update_groups = update_groups

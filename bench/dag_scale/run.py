@@ -73,8 +73,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timings per scenario (the best is kept)")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    parser.add_argument("--group-sizes", type=lambda v: [int(x) for x in v.split(",") if x], default=[25, 100],
-                        help="preprocess.group_size values to time besides the configured one")
+    parser.add_argument(
+        "--group-sizes",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[25, 100],
+        help="preprocess.group_size values to time besides the configured one",
+    )
     parser.add_argument(
         "--complete-sessions", type=int, default=1000,
         help="sessions for the all-done check (faking every job done costs O(n^2) in Snakemake's local "
@@ -99,7 +103,9 @@ def main() -> int:
     results: dict = {
         "results_file": str(args.out),
         "sessions": args.sessions,
-        "snakefile": "workflow (real preprocessing rule)" if real else "bench/dag_scale/Snakefile (stand-in per-session rule)",
+        "snakefile": "workflow (real preprocessing rule)"
+        if real
+        else "bench/dag_scale/Snakefile (stand-in per-session rule)",
         "host": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "python": platform.python_version()},
     }
     import snakemake

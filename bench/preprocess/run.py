@@ -19,7 +19,9 @@ Quality, for both:
   with a careful NLin6 -> 2009a registration) over template brain points;
 - ours also: dice_skullstrip, our brain mask vs the true brain mask (both in template space).
 
-Usage: nice .venv/bin/python bench/preprocess/run.py --scans 3 --threads 2 --variant-scans 1 --out bench/results/preprocess.json
+Usage:
+    nice .venv/bin/python bench/preprocess/run.py --scans 3 --threads 2 --variant-scans 1 \
+        --out bench/results/preprocess.json
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ def clinica_recipe(image, template, scratch: str, seed: int = 0):
     n4 = ants.n4_bias_field_correction(image, spline_param=600)
     t1, c1 = time.perf_counter(), time.process_time()
     reg = ants.registration(
-        template, n4, type_of_transform="antsRegistrationSyN[a]", random_seed=seed, outprefix=os.path.join(scratch, "clin_")
+        template,
+        n4,
+        type_of_transform="antsRegistrationSyN[a]",
+        random_seed=seed,
+        outprefix=os.path.join(scratch, "clin_"),
     )
     t2, c2 = time.perf_counter(), time.process_time()
     warped = reg["warpedmovout"]
@@ -68,8 +74,11 @@ def reference_alignment(template, template_mask, scratch: str):
     # brain to brain, both at 2 mm (affine accuracy well below 1 mm), antsRegistrationSyN's full schedule
     half = dict(resample_params=(2.0, 2.0, 2.0), use_voxels=False, interp_type=0)
     reg = ants.registration(
-        ants.resample_image(template * template_mask, **half), ants.resample_image(nlin6, **half),
-        type_of_transform="antsRegistrationSyN[a]", random_seed=0, outprefix=os.path.join(scratch, "ref_"),
+        ants.resample_image(template * template_mask, **half),
+        ants.resample_image(nlin6, **half),
+        type_of_transform="antsRegistrationSyN[a]",
+        random_seed=0,
+        outprefix=os.path.join(scratch, "ref_"),
     )
     return register.affine_matrix(reg["fwdtransforms"][-1])
 
@@ -81,8 +90,10 @@ def alignment(fixed_to_scan_lps, truth_scan_mask, template, template_mask, ref_l
     from ldae.preprocess import qc
 
     tx = ants.create_ants_transform(
-        transform_type="AffineTransform", dimension=3,
-        matrix=fixed_to_scan_lps[:3, :3], offset=fixed_to_scan_lps[:3, 3],
+        transform_type="AffineTransform",
+        dimension=3,
+        matrix=fixed_to_scan_lps[:3, :3],
+        offset=fixed_to_scan_lps[:3, 3],
     )
     path = tempfile.mktemp(suffix=".mat")
     ants.write_transform(tx, path)
@@ -104,10 +115,19 @@ def main(argv=None) -> int:
     parser.add_argument("--voxel-mm", type=float, default=1.0)
     parser.add_argument("--out", default="bench/results/preprocess.json")
     parser.add_argument("--skip-clinica", action="store_true", help="only ours (e.g. to try settings)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=YAML",
-                        help="override a key of the shipped preprocess config for ours, e.g. registration.resolution_mm=2")
-    parser.add_argument("--variant-scans", type=int, default=1,
-                        help="run the issue-order variant of ours on this many of the scans (0: none)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=YAML",
+        help="override a key of the shipped preprocess config for ours, e.g. registration.resolution_mm=2",
+    )
+    parser.add_argument(
+        "--variant-scans",
+        type=int,
+        default=1,
+        help="run the issue-order variant of ours on this many of the scans (0: none)",
+    )
     args = parser.parse_args(argv)
 
     from ldae.preprocess import pipeline
@@ -132,7 +152,8 @@ def main(argv=None) -> int:
     from scipy import ndimage
 
     core = template_mask.new_image_like(
-        ndimage.binary_erosion(template_mask.numpy() > 0.5, iterations=3).astype("float32"))
+        ndimage.binary_erosion(template_mask.numpy() > 0.5, iterations=3).astype("float32")
+    )
     work = tempfile.mkdtemp(prefix="ldae-bench-")
     ref = reference_alignment(template, template_mask, work)
     points = np.argwhere(template_mask.numpy()[::4, ::4, ::4] > 0.5) * 4
@@ -162,17 +183,26 @@ def main(argv=None) -> int:
             t0, c0 = time.perf_counter(), time.process_time()
             record = pipeline.preprocess_session(path, f"sub-bench{i}", "ses-M000", root, config, args.threads)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            result = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "status": record["status"], "reason": record["reason"],
-                      "step_seconds": record["step_seconds"], "step_cpu_seconds": record.get("step_cpu_seconds"),
-                      **record["metrics"]}
+            result = {
+                "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
+                "status": record["status"],
+                "reason": record["reason"],
+                "step_seconds": record["step_seconds"],
+                "step_cpu_seconds": record.get("step_cpu_seconds"),
+                **record["metrics"],
+            }
             if record["status"] == "pass":
                 out = os.path.join(root, record["outputs"]["image"])
                 mask = ants.image_read(os.path.join(root, record["outputs"]["mask"]))
                 matrix = register.affine_matrix(os.path.join(root, record["outputs"]["transform"]))
-                dice_align, error, truth_tpl = alignment(matrix, truth, template, template_mask, ref, ph.pose, points_ras)
+                dice_align, error, truth_tpl = alignment(
+                    matrix, truth, template, template_mask, ref, ph.pose, points_ras
+                )
                 result.update(
                     ncc=round(qc.normalised_correlation(ants.image_read(out), template, core), 4),
-                    dice_align=round(dice_align, 4), error_mm=round(error, 3),
+                    dice_align=round(dice_align, 4),
+                    error_mm=round(error, 3),
                     dice_skullstrip=round(qc.dice(mask, truth_tpl), 4),
                 )
             row[name] = result
@@ -186,11 +216,13 @@ def main(argv=None) -> int:
         matrix = register.affine_matrix(tx)
         dice_align, error, _ = alignment(matrix, truth, template, template_mask, ref, ph.pose, points_ras)
         row["clinica"] = {
-            "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
             "step_seconds": {k: round(v, 2) for k, v in steps.items()},
             "step_cpu_seconds": {k: round(v, 2) for k, v in steps_cpu.items()},
             "ncc": round(qc.normalised_correlation(warped, template, core), 4),
-            "dice_align": round(dice_align, 4), "error_mm": round(error, 3),
+            "dice_align": round(dice_align, 4),
+            "error_mm": round(error, 3),
         }
         print("clinica", i, json.dumps(row["clinica"]), flush=True)
         rows.append(row)
@@ -202,19 +234,28 @@ def main(argv=None) -> int:
     summary = {}
     for name in ["ours", "ours_issue_order", "clinica"]:
         if any(name in r for r in rows):
-            summary[name] = {k: mean(k, name) for k in ("seconds", "cpu_seconds", "ncc", "dice_align", "error_mm", "dice_skullstrip")}
+            summary[name] = {
+                k: mean(k, name) for k in ("seconds", "cpu_seconds", "ncc", "dice_align", "error_mm", "dice_skullstrip")
+            }
             summary[name]["scans"] = sum(name in r for r in rows)
     summary["reference_dice_align"] = round(float(np.mean([r["reference"]["dice_align"] for r in rows])), 4)
     if "clinica" in summary:
         summary["time_ratio_ours_over_clinica"] = round(summary["ours"]["seconds"] / summary["clinica"]["seconds"], 3)
-        summary["cpu_ratio_ours_over_clinica"] = round(summary["ours"]["cpu_seconds"] / summary["clinica"]["cpu_seconds"], 3)
+        summary["cpu_ratio_ours_over_clinica"] = round(
+            summary["ours"]["cpu_seconds"] / summary["clinica"]["cpu_seconds"], 3
+        )
     import deepbet
 
     result = {
         "benchmark": "preprocess: seconds per scan and alignment, ours vs Clinica t1-linear recipe",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "load_avg_1min_at_end": os.getloadavg()[0], "python": sys.version.split()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "load_avg_1min_at_end": os.getloadavg()[0],
+            "python": sys.version.split()[0],
+        },
         "versions": {"antspyx": ants.__version__, "deepbet": getattr(deepbet, "__version__", "1.0.2")},
         "scans": {"count": args.scans, "voxel_mm": args.voxel_mm, "source": "MNI152NLin6Asym head + planted pose"},
         "template": templates.space_label(cfg["registration"]),

@@ -91,15 +91,17 @@ def preprocess(raw: Path, table: pd.DataFrame, root: Path, cfg: dict, jobs: int,
 
 # MNI mm boxes (lo, hi) for simple image measures: CSF voxels around the lateral ventricles, in the medial temporal
 # lobes (temporal horns, hippocampal fissures)
-ROIS = {"ventricles": [([-30, -45, -5], [30, 30, 35])],
-        "medial_temporal": [([15, -40, -32], [45, -5, -5]), ([-45, -40, -32], [-15, -5, -5])]}
+ROIS = {
+    "ventricles": [([-30, -45, -5], [30, 30, 35])],
+    "medial_temporal": [([15, -40, -32], [45, -5, -5]), ([-45, -40, -32], [-15, -5, -5])],
+}
 
 
 def load_inputs(paths: list[str], images_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     """The model input of every session (the shared MONAI transforms) and its voxel -> MNI mm affine."""
-    from ldae.evaluation.runtime import ImageLoader
+    from ldae.data.images import image_reader
 
-    load = ImageLoader(images_cfg)
+    load = image_reader(images_cfg)
     vols = np.stack([load(p)[0].numpy() for p in paths])
     return vols, load.affines[str(paths[0])]
 
@@ -115,8 +117,10 @@ def csf_voxels(vols: np.ndarray, affine: np.ndarray) -> pd.DataFrame:
     """Per session and ROI: voxels darker than half the white-matter level (90th percentile inside the brain)."""
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in vols.shape[1:]], indexing="ij"), -1).reshape(-1, 3)
     mm = (grid @ affine[:3, :3].T + affine[:3, 3]).reshape(*vols.shape[1:], 3)
-    masks = {name: np.any([np.all((mm >= lo) & (mm <= hi), axis=-1) for lo, hi in boxes], axis=0)
-             for name, boxes in ROIS.items()}
+    masks = {
+        name: np.any([np.all((mm >= lo) & (mm <= hi), axis=-1) for lo, hi in boxes], axis=0)
+        for name, boxes in ROIS.items()
+    }
     rows = []
     for v in vols:
         brain = v > 0.05
@@ -135,8 +139,12 @@ def example_figure(table: pd.DataFrame, vols: np.ndarray, affine: np.ndarray, pa
 
     cn = table[table.diagnosis == "CN"].sort_values("age_at_scan")
     ad = table[table.diagnosis == "AD"].sort_values("disease_load")
-    picks = [("youngest", table.age_at_scan.idxmin()), ("youngest CN", cn.index[0]), ("oldest CN", cn.index[-1]),
-             ("AD, largest AD load", ad.index[-1])]
+    picks = [
+        ("youngest", table.age_at_scan.idxmin()),
+        ("youngest CN", cn.index[0]),
+        ("oldest CN", cn.index[-1]),
+        ("AD, largest AD load", ad.index[-1]),
+    ]
     inv = np.linalg.inv(affine)
     k = int(round((inv @ [0, 0, 18, 1])[2]))
     j = int(round((inv @ [0, -22, 0, 1])[1]))
@@ -145,12 +153,18 @@ def example_figure(table: pd.DataFrame, vols: np.ndarray, affine: np.ndarray, pa
         row = table.loc[i]
         axes[0, c].imshow(np.rot90(vols[i][:, :, k]), cmap="gray", vmin=0, vmax=0.9)
         axes[1, c].imshow(np.rot90(vols[i][:, j, :]), cmap="gray", vmin=0, vmax=0.9)
-        axes[0, c].set_title(f"{name}: {row.diagnosis} {row.age_at_scan:.0f} y\nage load {row.age_load:.2f}, "
-                             f"AD load {row.disease_load:.2f}", fontsize=10)
+        axes[0, c].set_title(
+            f"{name}: {row.diagnosis} {row.age_at_scan:.0f} y\nage load {row.age_load:.2f}, "
+            f"AD load {row.disease_load:.2f}",
+            fontsize=10,
+        )
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.suptitle("Synthetic demo cohort after preprocessing, as the models see it (3 mm, 48x64x48, min-max): "
-                 "axial z = 18 mm, coronal y = -22 mm, window [0, 0.9]", fontsize=11)
+    fig.suptitle(
+        "Synthetic demo cohort after preprocessing, as the models see it (3 mm, 48x64x48, min-max): "
+        "axial z = 18 mm, coronal y = -22 mm, window [0, 0.9]",
+        fontsize=11,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -163,8 +177,11 @@ def leave_subject_out_age(features: np.ndarray, age: np.ndarray, groups: np.ndar
         model.fit(features[~test], age[~test])
         fit[test] = model.predict(features[test])
         mean[test] = age[~test].mean()
-    return {"r": round(float(np.corrcoef(fit, age)[0, 1]), 3), "mae": round(float(np.abs(fit - age).mean()), 2),
-            "mae_mean_baseline": round(float(np.abs(mean - age).mean()), 2)}
+    return {
+        "r": round(float(np.corrcoef(fit, age)[0, 1]), 3),
+        "mae": round(float(np.abs(fit - age).mean()), 2),
+        "mae_mean_baseline": round(float(np.abs(mean - age).mean()), 2),
+    }
 
 
 def leave_subject_out_ad(features: np.ndarray, is_ad: np.ndarray, groups: np.ndarray, model) -> float:
@@ -211,24 +228,39 @@ def main(argv: list[str] | None = None) -> int:
     cn, ad = (table.diagnosis == "CN").to_numpy(), (table.diagnosis == "AD").to_numpy()
     logistic = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=5000))
     result = {
-        "sessions": len(table), "subjects": int(table.ptid.nunique()), "excluded": failed.reason.tolist(),
-        "selection": args.sessions, "images": cfg["images"], "synthetic": cfg["data"]["synthetic"],
+        "sessions": len(table),
+        "subjects": int(table.ptid.nunique()),
+        "excluded": failed.reason.tolist(),
+        "selection": args.sessions,
+        "images": cfg["images"],
+        "synthetic": cfg["data"]["synthetic"],
         "age_from_images": leave_subject_out_age(features, age, groups, ridge),
         "age_from_planted_volumes": leave_subject_out_age(planted, age, groups, LinearRegression()),
-        "ad_vs_cn_auc_from_images": leave_subject_out_ad(features[adcn], (table.diagnosis[adcn] == "AD").to_numpy(),
-                                                         groups[adcn], logistic),
+        "ad_vs_cn_auc_from_images": leave_subject_out_ad(
+            features[adcn], (table.diagnosis[adcn] == "AD").to_numpy(), groups[adcn], logistic
+        ),
         "ad_cn_sessions": int(adcn.sum()),
         "roi_csf_voxels": {
-            name: {"r_age": round(float(np.corrcoef(rois[name], age)[0, 1]), 3),
-                   "r_age_cn": round(float(np.corrcoef(rois[name][cn], age[cn])[0, 1]), 3),
-                   "auc_ad_vs_cn": round(float(roc_auc_score(table.diagnosis[adcn] == "AD", rois[name][adcn])), 3),
-                   "mean_cn": round(float(rois[name][cn].mean()), 1), "mean_ad": round(float(rois[name][ad].mean()), 1)}
-            for name in rois},
+            name: {
+                "r_age": round(float(np.corrcoef(rois[name], age)[0, 1]), 3),
+                "r_age_cn": round(float(np.corrcoef(rois[name][cn], age[cn])[0, 1]), 3),
+                "auc_ad_vs_cn": round(float(roc_auc_score(table.diagnosis[adcn] == "AD", rois[name][adcn])), 3),
+                "mean_cn": round(float(rois[name][cn].mean()), 1),
+                "mean_ad": round(float(rois[name][ad].mean()), 1),
+            }
+            for name in rois
+        },
         "age_from_roi_csf_voxels": leave_subject_out_age(rois.to_numpy(), age, groups, LinearRegression()),
-        "seconds": {"generate": round(t_gen, 1), "preprocess_mean": round(float(table.seconds.mean()), 1),
-                    "total": round(time.perf_counter() - t0, 1)},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average": [round(v, 2) for v in os.getloadavg()]},
+        "seconds": {
+            "generate": round(t_gen, 1),
+            "preprocess_mean": round(float(table.seconds.mean()), 1),
+            "total": round(time.perf_counter() - t0, 1),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+        },
     }
     if args.figure:
         example_figure(table, vols, affine, args.figure)

@@ -66,9 +66,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench/results/training_gpu.json"))
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():  # paper sizes DO run on a CPU, slowly: bench/training/paper_size_cpu.py
-        print("gpu_paper.py needs a CUDA GPU; for the paper sizes on the CPU (they fit in ~18 GiB, measured on 2 "
-              "cores: AE encode 37.6 s/scan, one LDM step 28.7 s, one LDAE step 45.6 s, 17.7 GiB peak RSS) run "
-              "bench/training/paper_size_cpu.py", file=sys.stderr)
+        print(
+            "gpu_paper.py needs a CUDA GPU; for the paper sizes on the CPU (they fit in ~18 GiB, measured on 2 "
+            "cores: AE encode 37.6 s/scan, one LDM step 28.7 s, one LDAE step 45.6 s, 17.7 GiB peak RSS) run "
+            "bench/training/paper_size_cpu.py",
+            file=sys.stderr,
+        )
         return 2
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -83,8 +86,10 @@ def main(argv=None) -> int:
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     shape = list(config["images"]["shape"])
-    gpus = {rule: int(config["resources"].get(rule, {}).get("gpus", 1) or 1)
-            for rule in ("train_autoencoder", "train_ldm", "train_ldae")}
+    gpus = {
+        rule: int(config["resources"].get(rule, {}).get("gpus", 1) or 1)
+        for rule in ("train_autoencoder", "train_ldm", "train_ldae")
+    }
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -97,16 +102,30 @@ def main(argv=None) -> int:
 
     dev = torch.device("cuda")
     stages = set(args.stages.split(","))
-    results = {"device": torch.cuda.get_device_name(0), "precision": precision, "torch": torch.__version__,
-               "host": platform.node(), "image_shape": shape, "scans_per_epoch": args.scans, "stages": {}}
+    results = {
+        "device": torch.cuda.get_device_name(0),
+        "precision": precision,
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "image_shape": shape,
+        "scans_per_epoch": args.scans,
+        "stages": {},
+    }
 
     def record(name, seconds, batch, rule, extra=None):
         its = 1.0 / seconds
         epoch_1gpu = args.scans / batch * seconds
-        entry = {"it_per_s": round(its, 3), "seconds_per_it": round(seconds, 4), "batch_per_gpu": batch,
-                 "samples_per_s": round(batch * its, 2), "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                 "epoch_minutes_1gpu": round(epoch_1gpu / 60, 1), "rule_gpus": gpus[rule],
-                 "epoch_minutes_rule_gpus": round(epoch_1gpu / gpus[rule] / 60, 1), **(extra or {})}
+        entry = {
+            "it_per_s": round(its, 3),
+            "seconds_per_it": round(seconds, 4),
+            "batch_per_gpu": batch,
+            "samples_per_s": round(batch * its, 2),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "epoch_minutes_1gpu": round(epoch_1gpu / 60, 1),
+            "rule_gpus": gpus[rule],
+            "epoch_minutes_rule_gpus": round(epoch_1gpu / gpus[rule] / 60, 1),
+            **(extra or {}),
+        }
         results["stages"][name] = entry
         print(name, json.dumps(entry), flush=True)
 
@@ -136,8 +155,13 @@ def main(argv=None) -> int:
             loss_d.backward()
             opt_d.step()
 
-        record("train_autoencoder", timed(ae_step, args.steps, args.warmup), batch, "train_autoencoder",
-               {"note": "generator + discriminator update; perceptual term off unless weights are configured"})
+        record(
+            "train_autoencoder",
+            timed(ae_step, args.steps, args.warmup),
+            batch,
+            "train_autoencoder",
+            {"note": "generator + discriminator update; perceptual term off unless weights are configured"},
+        )
         del opt_g, opt_d
     ae = ae_module.autoencoder.eval().requires_grad_(False)
     with torch.no_grad(), autocast():
@@ -158,8 +182,13 @@ def main(argv=None) -> int:
             loss.backward()
             opt.step()
 
-        record("train_ldm", timed(ldm_step, args.steps, args.warmup), batch, "train_ldm",
-               {"parameters": sum(p.numel() for p in ldm.unet.parameters())})
+        record(
+            "train_ldm",
+            timed(ldm_step, args.steps, args.warmup),
+            batch,
+            "train_ldm",
+            {"parameters": sum(p.numel() for p in ldm.unet.parameters())},
+        )
         del ldm, opt
 
     if "ldae" in stages:
@@ -168,7 +197,10 @@ def main(argv=None) -> int:
         module = D.LDAEModule(ldae_cfg, unet, DiffusionSchedule.from_config(ldm_cfg["diffusion"])).to(dev)
         opt = torch.optim.Adam(module.trainable_parameters(), lr=ldae_cfg["lr"])
         batch = args.batch_ldae or int(ldae_cfg["train"]["batch_size"])
-        data = {"image": torch.rand(batch, 1, *shape, device=dev), "latent": torch.randn(batch, *latent_shape, device=dev)}
+        data = {
+            "image": torch.rand(batch, 1, *shape, device=dev),
+            "latent": torch.randn(batch, *latent_shape, device=dev),
+        }
 
         def ldae_step():
             with autocast():
@@ -178,8 +210,13 @@ def main(argv=None) -> int:
             opt.step()
 
         counts = D.parameter_counts(module)
-        record("train_ldae", timed(ldae_step, args.steps, args.warmup), batch, "train_ldae",
-               {"parameters_total": counts["total"], "parameters_trainable": counts["trainable"]})
+        record(
+            "train_ldae",
+            timed(ldae_step, args.steps, args.warmup),
+            batch,
+            "train_ldae",
+            {"parameters_total": counts["total"], "parameters_trainable": counts["trainable"]},
+        )
         del opt
         module.eval()
 

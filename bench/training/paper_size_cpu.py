@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 warnings.filterwarnings("ignore")
 STAGES = ("autoencoder", "ldm", "ldae", "dae")
@@ -71,8 +70,13 @@ def latent_shape(cfgs: dict) -> list[int]:
 
 
 def machine() -> dict:
-    info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    info = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
@@ -82,8 +86,9 @@ def machine() -> dict:
     except (OSError, StopIteration, ValueError):
         info["cpu"] = platform.processor() or platform.machine()
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                            check=True).stdout.strip()
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
     return info
@@ -101,8 +106,11 @@ def timed_steps(step, steps: int, warmup: int) -> dict:
         step()
         if i >= warmup:
             times.append(round(time.perf_counter() - start, 3))
-    return {"seconds_per_step": round(sum(times) / len(times), 3), "step_seconds": times,
-            "peak_rss_gib_after_training": peak_rss_gib()}
+    return {
+        "seconds_per_step": round(sum(times) / len(times), 3),
+        "step_seconds": times,
+        "peak_rss_gib_after_training": peak_rss_gib(),
+    }
 
 
 def timed_once(fn) -> float:
@@ -157,12 +165,15 @@ def run_autoencoder(cfgs: dict, args) -> dict:
         encode_seconds = round(time.perf_counter() - start, 3)
         decode_seconds = timed_once(lambda: ae.decode(z))
     assert list(z.shape[1:]) == latent_shape(cfgs), (list(z.shape[1:]), latent_shape(cfgs))
-    out.update(step="generator + discriminator update" if module.w["adversarial"] > 0 else "generator update",
-               parameters=count_parameters(module.autoencoder),
-               discriminator_parameters=count_parameters(module.discriminator),
-               perceptual_enabled=status["perceptual_enabled"], encode_seconds=encode_seconds,
-               reconstruction_seconds=round(encode_seconds + decode_seconds, 3),
-               reconstruction="encode (posterior mean) + decode")
+    out.update(
+        step="generator + discriminator update" if module.w["adversarial"] > 0 else "generator update",
+        parameters=count_parameters(module.autoencoder),
+        discriminator_parameters=count_parameters(module.discriminator),
+        perceptual_enabled=status["perceptual_enabled"],
+        encode_seconds=encode_seconds,
+        reconstruction_seconds=round(encode_seconds + decode_seconds, 3),
+        reconstruction="encode (posterior mean) + decode",
+    )
     return out
 
 
@@ -186,10 +197,12 @@ def run_ldm(cfgs: dict, args) -> dict:
         x_T = ddim_invert(module.eps, z, module.schedule, args.ddim_steps)
         ae.decode(ddim_sample(module.eps, x_T, module.schedule, args.ddim_steps))
 
-    out.update(parameters=count_parameters(module.unet), latent_shape=shape,
-               reconstruction_seconds=timed_once(reconstruct),
-               reconstruction=f"AE encode, LDM-only DDIM inversion + decoding ({args.ddim_steps} steps each), "
-                              "AE decode")
+    out.update(
+        parameters=count_parameters(module.unet),
+        latent_shape=shape,
+        reconstruction_seconds=timed_once(reconstruct),
+        reconstruction=f"AE encode, LDM-only DDIM inversion + decoding ({args.ddim_steps} steps each), AE decode",
+    )
     return out
 
 
@@ -207,13 +220,18 @@ def run_ldae(cfgs: dict, args) -> dict:
     optimiser = module.configure_optimizers()
     batch = {"image": stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"])), "latent": torch.randn(1, *shape)}
     out = timed_steps(lambda: optimiser_step(module, optimiser, batch), args.steps, args.warmup)
-    pipe = LDAEPipeline(fresh_autoencoder(cfgs), module.estimator, module.encoder, module.schedule, 1.0,
-                        cfgs["ldae"]["guidance"])
+    pipe = LDAEPipeline(
+        fresh_autoencoder(cfgs), module.estimator, module.encoder, module.schedule, 1.0, cfgs["ldae"]["guidance"]
+    )
     counts = D.parameter_counts(module)
-    out.update(parameters=counts["total"], trainable_parameters=counts["trainable"], latent_shape=shape,
-               reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
-               reconstruction=f"semantic encoder, AE encode, guided DDIM inversion + decoding ({args.ddim_steps} "
-                              "steps each), AE decode (LDAEPipeline.reconstruct)")
+    out.update(
+        parameters=counts["total"],
+        trainable_parameters=counts["trainable"],
+        latent_shape=shape,
+        reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
+        reconstruction=f"semantic encoder, AE encode, guided DDIM inversion + decoding ({args.ddim_steps} "
+        "steps each), AE decode (LDAEPipeline.reconstruct)",
+    )
     return out
 
 
@@ -228,10 +246,13 @@ def run_dae(cfgs: dict, args) -> dict:
     batch = {"image": stage.cpu_fast(torch.rand(1, 1, *cfgs["images"]["shape"]))}
     out = timed_steps(lambda: optimiser_step(module, optimiser, batch), args.steps, args.warmup)
     pipe = DAEPipeline(module.dae, module.schedule, module.shape, module.signed)
-    out.update(parameters=count_parameters(module.dae), dae_shape=list(module.shape or cfgs["images"]["shape"]),
-               reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
-               reconstruction=f"semantic encoder, image-space DDIM inversion + decoding ({args.ddim_steps} steps "
-                              "each) (DAEPipeline.reconstruct)")
+    out.update(
+        parameters=count_parameters(module.dae),
+        dae_shape=list(module.shape or cfgs["images"]["shape"]),
+        reconstruction_seconds=timed_once(lambda: pipe.reconstruct(batch["image"], args.ddim_steps)),
+        reconstruction=f"semantic encoder, image-space DDIM inversion + decoding ({args.ddim_steps} steps "
+        "each) (DAEPipeline.reconstruct)",
+    )
     return out
 
 
@@ -251,22 +272,42 @@ def child(args) -> int:
 def run_stage(name: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-out", str(out),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--ddim-steps", str(args.ddim_steps),
-                   "--threads", str(args.threads)] + (["--config", args.config] if args.config else [])
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            name,
+            "--child-out",
+            str(out),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--ddim-steps",
+            str(args.ddim_steps),
+            "--threads",
+            str(args.threads),
+        ] + (["--config", args.config] if args.config else [])
         started = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True)
         wall = round(time.perf_counter() - started, 1)
         if proc.returncode != 0 or not out.is_file():  # e.g. -9: killed for memory
-            return {"failed": True, "returncode": proc.returncode, "wall_seconds": wall,
-                    "stderr_tail": proc.stderr[-2000:]}
+            return {
+                "failed": True,
+                "returncode": proc.returncode,
+                "wall_seconds": wall,
+                "stderr_tail": proc.stderr[-2000:],
+            }
         return {**json.loads(out.read_text()), "wall_seconds": wall}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="", help="overlay on config.yaml (e.g. tests/configs/ci.yaml); "
-                                                     "default: config.yaml alone, the paper sizes")
+    parser.add_argument(
+        "--config",
+        default="",
+        help="overlay on config.yaml (e.g. tests/configs/ci.yaml); default: config.yaml alone, the paper sizes",
+    )
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--steps", type=int, default=2, help="timed training steps per stage")
     parser.add_argument("--warmup", type=int, default=1, help="untimed training steps before them")
@@ -286,10 +327,19 @@ def main(argv=None) -> int:
     cfgs = stage_configs(merged_config(args.config))
     results = {
         "machine": machine(),
-        "settings": {"config": args.config or "config.yaml (paper sizes)", "batch_size": 1, "precision": "32-true",
-                     "device": "cpu", "threads": args.threads, "steps_timed": args.steps, "warmup_steps": args.warmup,
-                     "reconstruction_ddim_steps": args.ddim_steps, "image_shape": list(cfgs["images"]["shape"]),
-                     "latent_shape": latent_shape(cfgs), "one_process_per_stage": True},
+        "settings": {
+            "config": args.config or "config.yaml (paper sizes)",
+            "batch_size": 1,
+            "precision": "32-true",
+            "device": "cpu",
+            "threads": args.threads,
+            "steps_timed": args.steps,
+            "warmup_steps": args.warmup,
+            "reconstruction_ddim_steps": args.ddim_steps,
+            "image_shape": list(cfgs["images"]["shape"]),
+            "latent_shape": latent_shape(cfgs),
+            "one_process_per_stage": True,
+        },
         "stages": {},
     }
     for name in stages:

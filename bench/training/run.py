@@ -72,16 +72,23 @@ def paper_parameters() -> dict:
     branch = count_parameters(estimator) - frozen
     enc = count_parameters(encoder)
     return {
-        "autoencoder": count_parameters(ae), "discriminator": count_parameters(disc),
-        "ldm_unet": count_parameters(unet), "ldae_semantic_encoder": enc, "ldae_estimator_branch": branch,
-        "ldae_total": enc + frozen + branch, "paper": {"autoencoder": "~14M", "ldm": "486M", "ldae_total": "~920M"},
+        "autoencoder": count_parameters(ae),
+        "discriminator": count_parameters(disc),
+        "ldm_unet": count_parameters(unet),
+        "ldae_semantic_encoder": enc,
+        "ldae_estimator_branch": branch,
+        "ldae_total": enc + frozen + branch,
+        "paper": {"autoencoder": "~14M", "ldm": "486M", "ldae_total": "~920M"},
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "profiles/demo/demo.yaml"),
-                        help="config overlay on config.yaml (default: the demo's)")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "profiles/demo/demo.yaml"),
+        help="config overlay on config.yaml (default: the demo's)",
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -104,9 +111,14 @@ def main(argv=None) -> int:
     ldm_cfg = verbs.section("ldm", config["ldm"])
     ldae_cfg = verbs.section("ldae", config["ldae"])
     results: dict = {
-        "config": os.path.relpath(args.config, ROOT), "device": "cpu", "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "image_shape": shape, "steps_timed": args.steps, "load_average_at_start": list(os.getloadavg()),
+        "config": os.path.relpath(args.config, ROOT),
+        "device": "cpu",
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "image_shape": shape,
+        "steps_timed": args.steps,
+        "load_average_at_start": list(os.getloadavg()),
         "stages": {},
     }
 
@@ -131,8 +143,11 @@ def main(argv=None) -> int:
     entry = timed(ae_step, args.steps, args.warmup)
     z = module.autoencoder.encode(x[:1])[0]
     latent_shape = list(z.shape[1:])
-    entry.update(batch_size=bs, parameters=count_parameters(module.autoencoder),
-                 discriminator_parameters=count_parameters(module.discriminator))
+    entry.update(
+        batch_size=bs,
+        parameters=count_parameters(module.autoencoder),
+        discriminator_parameters=count_parameters(module.discriminator),
+    )
     results["stages"]["train_autoencoder"] = entry
     with torch.no_grad():
         enc = timed(lambda: module.autoencoder.encode(x[:1]), args.steps, args.warmup)

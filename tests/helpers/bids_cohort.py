@@ -47,8 +47,9 @@ def write_cohort(root: Path, image_for=None) -> Path:
     """The cohort under `root`; `image_for(subject index, session index, run)` gives each image (default tiny)."""
     image_for = image_for or (lambda i, j, run: tiny_image(100 * i + 10 * j + run))
     root.mkdir(parents=True)
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "OASIS-style test cohort",
-                                                               "BIDSVersion": "1.10.0", "DatasetType": "raw"}))  # fmt: skip
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "OASIS-style test cohort", "BIDSVersion": "1.10.0", "DatasetType": "raw"})
+    )
     (root / "README").write_text("A small OASIS-3 style cohort made by the LDAE tests.\n")
     participants = []
     for i, (label, dx, sex, visits, runs) in enumerate(SUBJECTS):
@@ -66,8 +67,9 @@ def write_cohort(root: Path, image_for=None) -> Path:
                 nib.save(image_for(i, j, run), str(anat / f"{sub}_{ses}{run_part}_T1w.nii.gz"))
         pd.DataFrame(rows).to_csv(root / sub / f"{sub}_sessions.tsv", sep="\t", index=False)
     pd.DataFrame(participants).to_csv(root / "participants.tsv", sep="\t", index=False)
-    (root / "participants.json").write_text(json.dumps({"gender": {"Description": "sex", "Levels": {"F": "female",
-                                                                                                  "M": "male"}}}))  # fmt: skip
+    (root / "participants.json").write_text(
+        json.dumps({"gender": {"Description": "sex", "Levels": {"F": "female", "M": "male"}}})
+    )
     return root
 
 
@@ -104,7 +106,7 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 def make_read_only(root: Path) -> None:
-    for folder, dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(root):
         for name in files:
             os.chmod(Path(folder) / name, 0o444)
         os.chmod(folder, 0o555)
@@ -112,7 +114,7 @@ def make_read_only(root: Path) -> None:
 
 def make_writable(root: Path) -> None:
     """So pytest can remove the temporary folder afterwards."""
-    for folder, dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(root):
         os.chmod(folder, 0o755)
         for name in files:
             os.chmod(Path(folder) / name, 0o644)
