@@ -106,8 +106,22 @@ def models(root: Path) -> Path:
 
 def ldae_argv(root: Path, out: Path, run: Path) -> list:
     m = models(root)
-    return ["train-ldae", *cohort_args(root), "--config", json.dumps(stage_config("ldae")), "--latents",
-            m / "latents", "--ldm", m / "ldm", "--autoencoder", m / "autoencoder", "--out-dir", out, "--run-dir", run]
+    return [
+        "train-ldae",
+        *cohort_args(root),
+        "--config",
+        json.dumps(stage_config("ldae")),
+        "--latents",
+        m / "latents",
+        "--ldm",
+        m / "ldm",
+        "--autoencoder",
+        m / "autoencoder",
+        "--out-dir",
+        out,
+        "--run-dir",
+        run,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +131,37 @@ def runs(ci_cohort):
 
     root, m = ci_cohort, models(ci_cohort)
     out = {}
-    out["autoencoder"] = run_verb(root, "autoencoder", [
-        "train-autoencoder", *cohort_args(root), "--config", json.dumps(stage_config("autoencoder")),
-        "--out-dir", m / "autoencoder", "--run-dir", root / "run/autoencoder"])
-    assert cli.main(["encode-latents", *cohort_args(root), "--config", json.dumps({"num_workers": 0}),
-                     "--autoencoder", str(m / "autoencoder"), "--out-dir", str(m / "latents"), "--devices", "0"]) == 0
+    out["autoencoder"] = run_verb(
+        root,
+        "autoencoder",
+        [
+            "train-autoencoder",
+            *cohort_args(root),
+            "--config",
+            json.dumps(stage_config("autoencoder")),
+            "--out-dir",
+            m / "autoencoder",
+            "--run-dir",
+            root / "run/autoencoder",
+        ],
+    )
+    assert (
+        cli.main(
+            [
+                "encode-latents",
+                *cohort_args(root),
+                "--config",
+                json.dumps({"num_workers": 0}),
+                "--autoencoder",
+                str(m / "autoencoder"),
+                "--out-dir",
+                str(m / "latents"),
+                "--devices",
+                "0",
+            ]
+        )
+        == 0
+    )
     for name, processes in (("ldm", PROCESSES), ("ldm_1process", 1)):
         out[name] = run_verb(
             root,
@@ -334,11 +374,21 @@ def _toy_fit(run_dir: Path, kill_at: int = 0):
 
     pl.seed_everything(0)
     module = Toy()
-    settings = common.train_settings({**verbs.schema_defaults("ldm.train"), "max_epochs": 3, "batch_size": 3,
-                                      "accumulate_grad_batches": 1, "num_workers": 0, "checkpoint_every_n_steps": 7,
-                                      "val_every_n_epochs": 1, "log_every_n_steps": 1})
-    trainer = common.build_trainer(settings, run_dir, ema_decay=0.9, enable_progress_bar=False,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir), Kill()])
+    settings = common.train_settings(
+        {
+            **verbs.schema_defaults("ldm.train"),
+            "max_epochs": 3,
+            "batch_size": 3,
+            "accumulate_grad_batches": 1,
+            "num_workers": 0,
+            "checkpoint_every_n_steps": 7,
+            "val_every_n_epochs": 1,
+            "log_every_n_steps": 1,
+        }
+    )
+    trainer = common.build_trainer(
+        settings, run_dir, ema_decay=0.9, enable_progress_bar=False, callbacks=[stage.SaveLastAtEnd(run_dir), Kill()]
+    )
     try:
         trainer.fit(module, stage.loader(Data(), settings, shuffle=True), ckpt_path=common.resume_checkpoint(run_dir))
     except _Killed:

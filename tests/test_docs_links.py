@@ -1,13 +1,18 @@
 """The README is a map: it stays short, and every relative link in it and in the documents it points to resolves
 (the file exists; a #fragment names a heading of that file, with GitHub's heading anchors)."""
+
 import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
-             "profiles/slurm/README.md", "bench/README.md"]
+DOCUMENTS = [
+    "README.md",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
+    "profiles/slurm/README.md",
+    "bench/README.md",
+]
 README_MAX_BYTES = 12 * 1024
 # Anchors another change writes later. Each must still be missing (the test fails once it exists: then delete the
 # entry here, and the link is checked like every other).
@@ -66,8 +71,9 @@ def test_relative_links_resolve(doc):
 
 def test_pending_anchors_are_still_pending():
     for file, fragment in PENDING_ANCHORS:
-        assert fragment not in _anchors(ROOT / file), \
+        assert fragment not in _anchors(ROOT / file), (
             f"#{fragment} now exists in {file}: remove it from PENDING_ANCHORS in {Path(__file__).name}"
+        )
 
 
 def test_readme_is_a_map_not_a_manual():
@@ -79,7 +85,9 @@ def test_readme_is_a_map_not_a_manual():
 
 
 def test_checker_sees_a_broken_link_and_anchor(tmp_path):
-    (tmp_path / "a.md").write_text("# Top (`x`)\n## Top (`x`)\n[ok](#top-x-1) [bad](b.md) [frag](#nope)\n"
-                                   "```\n[in code](missing.md)\n```\n`[inline](missing.md)` [web](https://x.org)\n")
+    (tmp_path / "a.md").write_text(
+        "# Top (`x`)\n## Top (`x`)\n[ok](#top-x-1) [bad](b.md) [frag](#nope)\n"
+        "```\n[in code](missing.md)\n```\n`[inline](missing.md)` [web](https://x.org)\n"
+    )
     problems = [p for p in (_problem("a.md", t, tmp_path) for t in _relative_links("a.md", tmp_path)) if p]
     assert len(problems) == 2 and "b.md" in problems[0] and "#nope" in problems[1]

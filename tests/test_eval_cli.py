@@ -164,10 +164,25 @@ def trained(cohort):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(images, "build_transforms", simple_transform)
-        dae_cfg = {"network": {k: v for k, v in TINY_DAE.items() if k != "y_dim"}, "shape": [8, 8, 8],
-                   "val_ddim_steps": 2, "cache": "none", "train": TRAIN}
-        run("train-dae", "--out-dir", root / "models/dae", *data_args(root), "--config", json.dumps(dae_cfg),
-            "--encoder", json.dumps(ENCODER_SECTION), "--ddim", json.dumps({"grid": "exact"}))
+        dae_cfg = {
+            "network": {k: v for k, v in TINY_DAE.items() if k != "y_dim"},
+            "shape": [8, 8, 8],
+            "val_ddim_steps": 2,
+            "cache": "none",
+            "train": TRAIN,
+        }
+        run(
+            "train-dae",
+            "--out-dir",
+            root / "models/dae",
+            *data_args(root),
+            "--config",
+            json.dumps(dae_cfg),
+            "--encoder",
+            json.dumps(ENCODER_SECTION),
+            "--ddim",
+            json.dumps({"grid": "exact"}),
+        )
         for task in ("ad", "age"):
             run(
                 "train-supervised",
@@ -445,8 +460,20 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(images, "build_transforms", simple_transform)
-        run("train-supervised", "--task", "ad", "--out-dir", tmp_path / "sup", "--qc", root / "derivatives/qc.tsv",
-            *small, "--config", json.dumps({"cache": "none", "train": TRAIN}), "--encoder", json.dumps(ENCODER_SECTION))
+        run(
+            "train-supervised",
+            "--task",
+            "ad",
+            "--out-dir",
+            tmp_path / "sup",
+            "--qc",
+            root / "derivatives/qc.tsv",
+            *small,
+            "--config",
+            json.dumps({"cache": "none", "train": TRAIN}),
+            "--encoder",
+            json.dumps(ENCODER_SECTION),
+        )
     summary = json.loads((tmp_path / "sup/summary.json").read_text())
     assert summary["trained"] is False and "single diagnosis" in summary["reason"]
 

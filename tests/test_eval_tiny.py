@@ -10,6 +10,7 @@ import torch
 
 from ldae.evaluation.embed import compute_embeddings, iterate_batches, load_embeddings, save_embeddings
 from ldae.evaluation.timing import efficiency_table, time_call, training_seconds
+from ldae.models import count_parameters
 from ldae.models.pipelines import seeded_noise
 
 from helpers.tiny_models import tiny_dae, tiny_ldae, volumes

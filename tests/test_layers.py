@@ -1,6 +1,6 @@
 """The package's layering: data -> (preprocess, diffusion, models) -> (training, evaluation), with the verb kit
-(ldae.verbs, ldae.files, ldae.outputs) below all of them. An upward or sideways import fails here, wherever it stands (module
-level or inside a function), absolute or relative; imports are read with `ast`, nothing is imported."""
+(ldae.verbs, ldae.files, ldae.outputs) below all of them. An upward or sideways import fails here, wherever it
+stands (module level or inside a function), absolute or relative; imports are read with `ast`, nothing is imported."""
 
 from __future__ import annotations
 
@@ -73,18 +73,22 @@ def test_no_upward_or_sideways_import():
 
 
 def test_training_and_evaluation_do_not_import_each_other():
-    stage_edges = [v for v in violations() if " training imports ldae.evaluation" in v
-                   or " evaluation imports ldae.training" in v]
+    stage_edges = [
+        v for v in violations() if " training imports ldae.evaluation" in v or " evaluation imports ldae.training" in v
+    ]
     assert stage_edges == []
 
 
-@pytest.mark.parametrize("source, module, expected", [
-    ("def f():\n    from ldae.training.stage import loader\n", "ldae.evaluation.embed", "ldae.training.stage"),
-    ("from ..training import stage\n", "ldae.evaluation.embed", "ldae.training.stage"),
-    ("from . import runtime\n", "ldae.evaluation.embed", "ldae.evaluation.runtime"),
-    ("import ldae.evaluation.runtime as rt\n", "ldae.training.ldae", "ldae.evaluation.runtime"),
-    ("from ldae import evaluation\n", "ldae.training.ldae", "ldae.evaluation"),
-])
+@pytest.mark.parametrize(
+    "source, module, expected",
+    [
+        ("def f():\n    from ldae.training.stage import loader\n", "ldae.evaluation.embed", "ldae.training.stage"),
+        ("from ..training import stage\n", "ldae.evaluation.embed", "ldae.training.stage"),
+        ("from . import runtime\n", "ldae.evaluation.embed", "ldae.evaluation.runtime"),
+        ("import ldae.evaluation.runtime as rt\n", "ldae.training.ldae", "ldae.evaluation.runtime"),
+        ("from ldae import evaluation\n", "ldae.training.ldae", "ldae.evaluation"),
+    ],
+)
 def test_the_reader_sees_every_kind_of_import(source, module, expected):
     """A function-level, relative or aliased import is read as the module it names (else the test above could
     not fail on it)."""

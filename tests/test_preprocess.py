@@ -134,8 +134,18 @@ def test_space_label_follows_template():
 
 def test_dataset_description(tmp_path):
     out = tmp_path / "derivatives" / "ldae-preproc" / "dataset_description.json"
-    code = description.main(["--out", str(out), "--source", str(tmp_path / "bids"), "--container", "oras://x/ants:1",
-                        "--config-json", json.dumps({"steps": ["n4", "skullstrip", "register"]})])
+    code = description.main(
+        [
+            "--out",
+            str(out),
+            "--source",
+            str(tmp_path / "bids"),
+            "--container",
+            "oras://x/ants:1",
+            "--config-json",
+            json.dumps({"steps": ["n4", "skullstrip", "register"]}),
+        ]
+    )
     assert code == 0
     d = json.loads(out.read_text())
     assert d["DatasetType"] == "derivative" and d["BIDSVersion"]
@@ -144,8 +154,13 @@ def test_dataset_description(tmp_path):
     assert generated["Container"] == {"Type": "apptainer", "URI": "oras://x/ants:1"}
     assert d["SourceDatasets"] == [{"URL": "../../bids"}]
     assert d["ToolVersions"]["antspyx"] != "absent"
-    assert (out.parent / ".bidsignore").read_text().split() == ["figures", "*/figures", "qc.tsv", "*_xfm.mat",
-                                                                "*_xfm.h5"]
+    assert (out.parent / ".bidsignore").read_text().split() == [
+        "figures",
+        "*/figures",
+        "qc.tsv",
+        "*_xfm.mat",
+        "*_xfm.h5",
+    ]
     # the steps in the configured order (not a fixed sentence)
     assert d["Name"] == f"LDAE preprocessed T1w (N4 -> skull strip -> {templates.DEFAULT_SPACE} registration)"
     assert generated["Description"].startswith("N4 bias field correction, then skull stripping, then registration")
@@ -156,7 +171,8 @@ def test_dataset_description_follows_the_step_order_and_names_no_machine_path(tm
     d = description.dataset_description("../../bids", parameters={"steps": ["n4", "register", "skullstrip"]})
     assert d["Name"] == f"LDAE preprocessed T1w (N4 -> {templates.DEFAULT_SPACE} registration -> skull strip)"
     assert d["GeneratedBy"][0]["Description"].startswith(
-        f"N4 bias field correction, then registration to the {templates.DEFAULT_SPACE} template, then skull")
+        f"N4 bias field correction, then registration to the {templates.DEFAULT_SPACE} template, then skull"
+    )
     assert d["GeneratedBy"][0]["Container"] == {"Type": "apptainer", "URI": "ants.sif"}
     monkeypatch.delenv("APPTAINER_CONTAINER")
     monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)

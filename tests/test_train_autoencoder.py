@@ -9,8 +9,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from ldae.models import count_parameters
 from ldae import verbs
+from ldae.models import count_parameters
 from ldae.training import autoencoder as A
 from ldae.training import common, stage
 

@@ -141,15 +141,57 @@ def run(*argv):
 @pytest.fixture(scope="module")
 def chain(cohort):
     root, models = cohort, cohort / "models"
-    run("train-autoencoder", *data_args(root), "--config", json.dumps(AE), "--out-dir", models / "autoencoder",
-        "--run-dir", root / "resume/ae", "--devices", 0)
-    run("encode-latents", *data_args(root), "--config", "{}", "--autoencoder",
-        models / "autoencoder", "--out-dir", models / "latents")
-    run("train-ldm", "--latents", models / "latents", "--config", json.dumps(LDM), "--out-dir", models / "ldm",
-        "--run-dir", root / "resume/ldm")
-    run("train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", models / "latents",
-        "--ldm", models / "ldm", "--autoencoder", models / "autoencoder", "--out-dir", models / "ldae", "--run-dir", root / "resume/ldae",
-        "--ddim", json.dumps(OURS_DDIM))
+    run(
+        "train-autoencoder",
+        *data_args(root),
+        "--config",
+        json.dumps(AE),
+        "--out-dir",
+        models / "autoencoder",
+        "--run-dir",
+        root / "resume/ae",
+        "--devices",
+        0,
+    )
+    run(
+        "encode-latents",
+        *data_args(root),
+        "--config",
+        "{}",
+        "--autoencoder",
+        models / "autoencoder",
+        "--out-dir",
+        models / "latents",
+    )
+    run(
+        "train-ldm",
+        "--latents",
+        models / "latents",
+        "--config",
+        json.dumps(LDM),
+        "--out-dir",
+        models / "ldm",
+        "--run-dir",
+        root / "resume/ldm",
+    )
+    run(
+        "train-ldae",
+        *data_args(root),
+        "--config",
+        json.dumps(LDAE),
+        "--latents",
+        models / "latents",
+        "--ldm",
+        models / "ldm",
+        "--autoencoder",
+        models / "autoencoder",
+        "--out-dir",
+        models / "ldae",
+        "--run-dir",
+        root / "resume/ldae",
+        "--ddim",
+        json.dumps(OURS_DDIM),
+    )
     return root
 
 
@@ -182,8 +224,16 @@ def test_latents_cover_every_passed_session_and_scale_uses_training_latents(chai
     assert meta["scaled_train_std"] == pytest.approx(0.873 * train.std(dtype=np.float64), rel=1e-6)
     # ours: posterior means, 1/std over the TRAINING latents
     other = chain / "latents_ours"
-    run("encode-latents", *data_args(chain), "--config", json.dumps({"scale_factor": None, "sample": False}),
-        "--autoencoder", chain / "models/autoencoder", "--out-dir", other)
+    run(
+        "encode-latents",
+        *data_args(chain),
+        "--config",
+        json.dumps({"scale_factor": None, "sample": False}),
+        "--autoencoder",
+        chain / "models/autoencoder",
+        "--out-dir",
+        other,
+    )
     means = np.load(other / "latents.npy")
     train_means = means[(index.split == "train").to_numpy()]
     assert io.load_scale_factor(other) == pytest.approx(1 / train_means.std(ddof=1), rel=1e-5)
@@ -234,6 +284,19 @@ def test_rerun_resumes_and_stage3_refuses_a_missing_stage2(chain):
     )
     assert json.loads((root / "ldm_again/summary.json").read_text())["resumed"] is True
     with pytest.raises(FileNotFoundError, match="stage-2 LDM weights not found"):
-        cli.main(["train-ldae", *data_args(root), "--config", json.dumps(LDAE), "--latents", str(models / "latents"),
-                  "--ldm", str(root / "nowhere"), "--autoencoder", str(models / "autoencoder"),
-                  "--out-dir", str(root / "ldae_bad")])
+        cli.main(
+            [
+                "train-ldae",
+                *data_args(root),
+                "--config",
+                json.dumps(LDAE),
+                "--latents",
+                str(models / "latents"),
+                "--ldm",
+                str(root / "nowhere"),
+                "--autoencoder",
+                str(models / "autoencoder"),
+                "--out-dir",
+                str(root / "ldae_bad"),
+            ]
+        )

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from ldae.diffusion import DDIM_DEFAULTS, DDIMSettings
 from ldae import verbs
+from ldae.diffusion import DDIM_DEFAULTS, DDIMSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

@@ -11,10 +11,9 @@ import pytest
 import torch
 import yaml
 
-from ldae.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, eps_loss, guided_eps_fn, pdae_loss
-from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, build_semantic_encoder
-from ldae.models import count_parameters
 from ldae import verbs
+from ldae.diffusion import DiffusionSchedule, ddim_invert, ddim_sample, eps_loss, guided_eps_fn, pdae_loss
+from ldae.models import GradientEstimator, build_autoencoder, build_ldm_unet, build_semantic_encoder, count_parameters
 from ldae.training import common, stage
 from ldae.training import ldae as D
 from ldae.training import ldm as L
@@ -69,9 +68,15 @@ def perturbed_unet(net=LDM_NET, seed=0):
 def write_ldm(tmp_path, unet, net=LDM_NET):
     weights, config = tmp_path / "ldm_weights.pt", tmp_path / "ldm_config.yaml"
     torch.save(unet.state_dict(), weights)
-    config.write_text(yaml.safe_dump({
-        "stage": "ldm", "config": {"network": net, "diffusion": verbs.section("ldm.diffusion")},
-        "latents": {"shape": [3, 8, 8, 8], "scale_factor": 1.0}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "ldm",
+                "config": {"network": net, "diffusion": verbs.section("ldm.diffusion")},
+                "latents": {"shape": [3, 8, 8, 8], "scale_factor": 1.0},
+            }
+        )
+    )
     return weights, config
 
 
@@ -115,8 +120,24 @@ def test_missing_or_mismatched_stage2_checkpoint_is_a_hard_error(tmp_path):
 
 def test_verb_refuses_to_start_without_stage2_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="run rule train_ldm"):
-        D.main(["--latents", str(tmp_path), "--ldm", str(tmp_path / "ldm"), "--autoencoder", str(tmp_path / "ae"),
-                "--qc", "q", "--sessions", "s", "--splits", "p", "--out-dir", str(tmp_path / "out")])
+        D.main(
+            [
+                "--latents",
+                str(tmp_path),
+                "--ldm",
+                str(tmp_path / "ldm"),
+                "--autoencoder",
+                str(tmp_path / "ae"),
+                "--qc",
+                "q",
+                "--sessions",
+                "s",
+                "--splits",
+                "p",
+                "--out-dir",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -152,10 +173,20 @@ def fit(run_dir, epochs, weights, config):
     ae = build_autoencoder(AE_NET).eval().requires_grad_(False)
     module = D.build_module(tiny_cfg(), weights, config, autoencoder=ae, scale_factor=1.0)
     settings = common.train_settings({**tiny_cfg()["train"], "max_epochs": epochs})
-    trainer = common.build_trainer(settings, run_dir, monitor="val/ssim", ema_decay=0.9,
-                                   callbacks=[stage.SaveLastAtEnd(run_dir)], enable_progress_bar=False)
-    trainer.fit(module, stage.loader(Toy(), settings, shuffle=True), stage.loader(Toy(2), settings, shuffle=False),
-                ckpt_path=common.resume_checkpoint(run_dir))
+    trainer = common.build_trainer(
+        settings,
+        run_dir,
+        monitor="val/ssim",
+        ema_decay=0.9,
+        callbacks=[stage.SaveLastAtEnd(run_dir)],
+        enable_progress_bar=False,
+    )
+    trainer.fit(
+        module,
+        stage.loader(Toy(), settings, shuffle=True),
+        stage.loader(Toy(2), settings, shuffle=False),
+        ckpt_path=common.resume_checkpoint(run_dir),
+    )
     return module, trainer
 
 
@@ -188,8 +219,10 @@ def test_ddim_encode_decode_reproduces_the_latent_at_100_steps(tmp_path):
     """Tiny overfit example: an LDM fitted to one latent, an LDAE fitted on it; deterministic DDIM inversion
     conditioned on y_sem followed by DDIM decoding (100 steps each) gives the latent back."""
     torch.manual_seed(0)
-    ldm = L.LDMModule(verbs.section("ldm", {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"},
-                                            "lr": 5e-3}), latent_channels=3)
+    ldm = L.LDMModule(
+        verbs.section("ldm", {"network": {k: v for k, v in LDM_NET.items() if k != "latent_channels"}, "lr": 5e-3}),
+        latent_channels=3,
+    )
     opt = ldm.configure_optimizers()
     x0, image = torch.randn(1, 3, 8, 8, 8), torch.rand(1, 1, 16, 16, 16)
     for _ in range(120):

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
+from ldae import verbs
+from ldae.data.latents import LatentStore
 from ldae.models import build_ldm_unet, count_parameters
 from ldae.models.io import load_ldm, load_schedule
 from ldae.training import ldm as L
-from ldae import verbs
-from ldae.data.latents import LatentStore
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs).*")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ldae import verbs
-from ldae.training import common
 from ldae.data.latents import LatentDataset, LatentStore
+from ldae.training import common
 
 
 class Toy(pl.LightningModule):
@@ -39,9 +39,19 @@ def loader(n=16):  # 4 batches an epoch: checkpoints at step 4, 8 fall on epoch 
 
 
 def settings(**kw):
-    return common.train_settings({**verbs.schema_defaults("ldm.train"), "max_epochs": 1, "batch_size": 1,
-                                  "accumulate_grad_batches": 1, "num_workers": 0, "checkpoint_every_n_steps": 4,
-                                  "val_every_n_epochs": 1, "log_every_n_steps": 10, **kw})
+    return common.train_settings(
+        {
+            **verbs.schema_defaults("ldm.train"),
+            "max_epochs": 1,
+            "batch_size": 1,
+            "accumulate_grad_batches": 1,
+            "num_workers": 0,
+            "checkpoint_every_n_steps": 4,
+            "val_every_n_epochs": 1,
+            "log_every_n_steps": 10,
+            **kw,
+        }
+    )
 
 
 def fit(run_dir, max_steps, ema=None):

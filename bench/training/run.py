@@ -58,8 +58,14 @@ def timed(step, steps: int, warmup: int) -> dict:
 
 def paper_parameters() -> dict:
     from ldae import verbs
-    from ldae.models import (GradientEstimator, build_autoencoder, build_discriminator, build_ldm_unet,
-                             build_semantic_encoder, count_parameters)
+    from ldae.models import (
+        GradientEstimator,
+        build_autoencoder,
+        build_discriminator,
+        build_ldm_unet,
+        build_semantic_encoder,
+        count_parameters,
+    )
     from ldae.training import autoencoder as A
 
     with torch.device("meta"):

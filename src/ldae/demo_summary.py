@@ -51,8 +51,14 @@ def read_benchmarks(bench_dir: str | Path) -> pd.DataFrame:
         if "s" not in table.columns:
             raise ValueError(f"{path}: no 's' column (wall-clock seconds); delete it and rerun")
         rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        rows.append({"rule": rule, "job": str(rel.with_suffix("")), "seconds": float(table["s"].sum()),
-                     "end": path.stat().st_mtime})
+        rows.append(
+            {
+                "rule": rule,
+                "job": str(rel.with_suffix("")),
+                "seconds": float(table["s"].sum()),
+                "end": path.stat().st_mtime,
+            }
+        )
     return pd.DataFrame(rows, columns=["rule", "job", "seconds", "end"])
 
 
@@ -60,8 +66,9 @@ def summarise(bench: pd.DataFrame, stages: dict[str, str]) -> pd.DataFrame:
     """Seconds and job counts per (stage, rule), stages in pipeline order, rules by their first finish."""
     order = ["data", "preprocess", "train", "baselines", "evaluate"]
     bench = bench.assign(stage=[stages.get(r, "other") for r in bench.rule])
-    per_rule = (bench.groupby(["stage", "rule"], as_index=False)
-                .agg(seconds=("seconds", "sum"), jobs=("job", "count"), first_end=("end", "min")))
+    per_rule = bench.groupby(["stage", "rule"], as_index=False).agg(
+        seconds=("seconds", "sum"), jobs=("job", "count"), first_end=("end", "min")
+    )
     rank = {s: i for i, s in enumerate(order)}
     per_rule["_stage"] = [rank.get(s, len(order)) for s in per_rule.stage]
     return per_rule.sort_values(["_stage", "first_end"]).drop(columns=["_stage", "first_end"]).reset_index(drop=True)
@@ -106,8 +113,12 @@ def render(per_rule: pd.DataFrame, elapsed: float, files: list[tuple[str, str, b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ldae demo-summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default="demo", type=Path, help="the run's out_dir (default demo)")
-    parser.add_argument("--rules", default=Path("workflow/rules"), type=Path,
-                        help="folder of the workflow's .smk rule files (default workflow/rules)")
+    parser.add_argument(
+        "--rules",
+        default=Path("workflow/rules"),
+        type=Path,
+        help="folder of the workflow's .smk rule files (default workflow/rules)",
+    )
     args = parser.parse_args(argv)
     bench_dir = args.out_dir / "benchmarks"
     if not bench_dir.is_dir():

@@ -76,9 +76,9 @@ def _workflow_config(text: str) -> dict[str, Any]:
 
 def resolved_sections(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The autoencoder / ldm / ldae sections over the training verbs' defaults, exactly as training resolves them."""
+    from ldae import verbs
     from ldae.diffusion import DDIMSettings
     from ldae.models.semantic_encoder import resolve_encoder_config
-    from ldae import verbs
 
     sections = {
         "autoencoder": verbs.section("autoencoder", cfg.get("autoencoder") or {}),
@@ -113,15 +113,18 @@ def _convert(args: argparse.Namespace, sections: Mapping[str, Any]) -> dict[str,
     ldm_network = sections["ldm"]["network"]
     enc_cfg = {**sections["ldae"]["encoder"], "pretrained_path": None}
     decoder = _read_state(args.decoder, "decoder.pth")
-    ae = official.autoencoder_state_dict_from_official(_read_state(args.autoencoder, "autoencoderkl.pth"),
-                                                       ae_network, str(args.autoencoder))
+    ae = official.autoencoder_state_dict_from_official(
+        _read_state(args.autoencoder, "autoencoderkl.pth"), ae_network, str(args.autoencoder)
+    )
     ldm = official.ldm_state_dict_from_official(decoder, ldm_network, str(args.decoder))
-    estimator = official.estimator_state_dict_from_official(decoder, ldm_network, int(enc_cfg["y_dim"]),
-                                                            str(args.decoder))
+    estimator = official.estimator_state_dict_from_official(
+        decoder, ldm_network, int(enc_cfg["y_dim"]), str(args.decoder)
+    )
     with torch.device("meta"):
         expected = build_semantic_encoder(enc_cfg).state_dict()
-    encoder = official_encoder.encoder_from_official(_read_state(args.encoder, "encoder.pth"), expected,
-                                                     str(args.encoder))
+    encoder = official_encoder.encoder_from_official(
+        _read_state(args.encoder, "encoder.pth"), expected, str(args.encoder)
+    )
     ldae = {f"encoder.{k}": v for k, v in encoder.items()}
     ldae.update({f"estimator.{k}": v for k, v in estimator.items() if not k.startswith("ldm.")})
     return {"autoencoder": ae, "ldm": ldm, "ldae": ldae}
@@ -134,16 +137,30 @@ def _folder_contents(name: str, sections: Mapping[str, Any], sources: Mapping[st
     latents = {"shape": shape[1:] if shape else None, "scale_factor": scale}
     ldm_cfg = sections["ldm"]
     if name == "autoencoder":
-        config = {"stage": "autoencoder", "config": sections["autoencoder"], "images": sections["images"],
-                  "warnings": []}
+        config = {
+            "stage": "autoencoder",
+            "config": sections["autoencoder"],
+            "images": sections["images"],
+            "warnings": [],
+        }
     elif name == "ldm":
         config = {"stage": "ldm", "config": ldm_cfg, "latents": latents}
     else:
-        config = {"stage": "ldae", "config": sections["ldae"], "images": sections["images"],
-                  "ddim": sections["ddim"], "ldm": {"network": ldm_cfg["network"], "diffusion": ldm_cfg["diffusion"]},
-                  "latents": latents, "warnings": []}
-    summary = {"stage": name, "imported": True, "selected_checkpoint": "the authors' released weights",
-               "sources": dict(sources)}
+        config = {
+            "stage": "ldae",
+            "config": sections["ldae"],
+            "images": sections["images"],
+            "ddim": sections["ddim"],
+            "ldm": {"network": ldm_cfg["network"], "diffusion": ldm_cfg["diffusion"]},
+            "latents": latents,
+            "warnings": [],
+        }
+    summary = {
+        "stage": name,
+        "imported": True,
+        "selected_checkpoint": "the authors' released weights",
+        "sources": dict(sources),
+    }
     return config, summary
 
 
@@ -166,8 +183,11 @@ def import_official(args: argparse.Namespace) -> dict[str, Path]:
     """Convert and publish; returns the written folders by name."""
     sections = resolved_sections(_workflow_config(args.config))
     files = {"autoencoder": args.autoencoder, "encoder": args.encoder, "decoder": args.decoder}
-    sources = {name: {"file": str(Path(path).name), "sha256": _sha256(Path(path))}
-               for name, path in files.items() if Path(path).is_file()}
+    sources = {
+        name: {"file": str(Path(path).name), "sha256": _sha256(Path(path))}
+        for name, path in files.items()
+        if Path(path).is_file()
+    }
     weights = _convert(args, sections)
     out = Path(args.out_dir)
     written = {}
@@ -179,11 +199,16 @@ def import_official(args: argparse.Namespace) -> dict[str, Path]:
     if not args.no_scale:
         scale = sections["latents"].get("scale_factor", OFFICIAL_SCALE_FACTOR)
         if scale is None:
-            raise SystemExit("import-official: latents.scale_factor is null (computed from training latents): "
-                             "run encode_latents instead, or use --no-scale")
+            raise SystemExit(
+                "import-official: latents.scale_factor is null (computed from training latents): "
+                "run encode_latents instead, or use --no-scale"
+            )
         (out / "latents").mkdir(parents=True, exist_ok=True)
-        (out / "latents" / "scale.json").write_text(json.dumps(
-            {"scale_factor": float(scale), "source": "latents.scale_factor (authors' code: 0.8730)"}, indent=2))
+        (out / "latents" / "scale.json").write_text(
+            json.dumps(
+                {"scale_factor": float(scale), "source": "latents.scale_factor (authors' code: 0.8730)"}, indent=2
+            )
+        )
         written["latents"] = out / "latents"
     if args.probe:
         written["official_probe"] = _write_probe(args, out / "official_probe")
@@ -222,12 +247,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", type=Path, default=None, help="optional: the authors' AD-vs-CN probe checkpoint")
     p.add_argument("--probe-mean", type=Path, default=None, help="semantic_mean.pt (with --probe)")
     p.add_argument("--probe-std", type=Path, default=None, help="semantic_std.pt (with --probe)")
-    p.add_argument("--config", required=True,
-                   help="workflow config (config.yaml or a JSON object) whose autoencoder/ldm/ldae/images sections "
-                        "size the networks (+ latents.scale_factor, ddim recorded for io.load_pipeline)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="workflow config (config.yaml or a JSON object) whose autoencoder/ldm/ldae/images sections "
+        "size the networks (+ latents.scale_factor, ddim recorded for io.load_pipeline)",
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="the models folder to write (e.g. output/models)")
-    p.add_argument("--no-scale", action="store_true",
-                   help="do not write latents/scale.json (the workflow's encode_latents writes the latents folder)")
+    p.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="do not write latents/scale.json (the workflow's encode_latents writes the latents folder)",
+    )
     return p
 
 

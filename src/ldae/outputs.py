@@ -18,10 +18,20 @@ OFFICIAL_PROBE = "official_probe"
 # results/tables/<stem>.{tsv,md}, one per paper table (in the order the results README shows them), and
 # results/figures/<name>.png
 TABLES = TABLE5, TABLE6, TABLE7, FIGURE8_TABLE, FIGURE67_TABLE = (
-    "table5_efficiency", "table6_reconstruction", "table7_linear_probes", "figure8_interpolation",
-    "figure67_manipulation")
+    "table5_efficiency",
+    "table6_reconstruction",
+    "table7_linear_probes",
+    "figure8_interpolation",
+    "figure67_manipulation",
+)
 FIGURES = FIGURE5, FIGURE6, FIGURE7, FIGURE8, TABLE6_EXAMPLES = (
-    "figure5_lda", "figure6_manipulation_cn", "figure7_manipulation_ad", "figure8_interpolation", "table6_examples")
+    "figure5_lda",
+    "figure6_manipulation_cn",
+    "figure7_manipulation_ad",
+    "figure8_interpolation",
+    "table6_examples",
+)
+
 
 def model_dir(root: str, name: str) -> str:
     """A model folder (``name``: one of :data:`LDAE_CHAIN`, :data:`BASELINES`, ``official_probe``)."""

@@ -18,8 +18,9 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -30,8 +31,10 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 @functools.lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     if not SCHEMA.is_file():
-        raise FileNotFoundError(f"config schema not found: {SCHEMA} (the defaults of every config section live "
-                                "there; run ldae from the repository checkout)")
+        raise FileNotFoundError(
+            f"config schema not found: {SCHEMA} (the defaults of every config section live "
+            "there; run ldae from the repository checkout)"
+        )
     return yaml.safe_load(SCHEMA.read_text())
 
 
@@ -116,22 +119,30 @@ def add_table_args(parser_: argparse.ArgumentParser, images: bool = True) -> Non
     parser_.add_argument("--splits", required=True, type=Path, help="split table (tables/splits.tsv)")
     if images:
         parser_.add_argument("--qc", required=True, type=Path, help="preprocessing QC table (qc.tsv)")
-        parser_.add_argument("--derivatives", type=Path, default=None,
-                             help="root the QC table's `preproc` paths are relative to (default: its folder)")
+        parser_.add_argument(
+            "--derivatives",
+            type=Path,
+            default=None,
+            help="root the QC table's `preproc` paths are relative to (default: its folder)",
+        )
         parser_.add_argument("--images", default="", help="the `images` config section (JSON/YAML)")
 
 
 def setup(threads: int = 0) -> None:
     """Logging to stderr, ``threads`` CPU threads (0: torch's default), and the known harmless warnings off."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if threads and threads > 0:
         import torch
 
         torch.set_num_threads(int(threads))
-    for message in (".*does not have many workers.*", ".*Experiment logs directory.*",
-                    ".*Using ModelCheckpoint with manual optimization.*", ".*The `srun` command is available.*",
-                    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", ".*backbone weights.*not found.*"):
+    for message in (
+        ".*does not have many workers.*",
+        ".*Experiment logs directory.*",
+        ".*Using ModelCheckpoint with manual optimization.*",
+        ".*The `srun` command is available.*",
+        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+        ".*backbone weights.*not found.*",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -15,6 +15,17 @@ rule train_dae:
         splits=SPLITS,
     output:
         model=directory(MODEL["dae"]),
+    log:
+        log_file("train_dae"),
+    benchmark:
+        bench_file("train_dae")
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    threads: rule_threads("train_dae")
+    resources:
+        **rule_resources("train_dae"),
     params:
         config=json.dumps(config["dae"], sort_keys=True),
         encoder=json.dumps(_LDAE_ENCODER, sort_keys=True),
@@ -24,17 +35,6 @@ rule train_dae:
             "train_dae",
             {"dae": config["dae"], "encoder": _LDAE_ENCODER, "images": config["images"], "ddim": config["ddim"]},
         ),
-    threads: rule_threads("train_dae")
-    resources:
-        **rule_resources("train_dae"),
-    log:
-        log_file("train_dae"),
-    benchmark:
-        bench_file("train_dae")
-    conda:
-        env_file("torch")
-    container:
-        container_for("torch")
     shell:
         "python -m ldae.cli train-dae --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q} --config {params.config:q} --encoder {params.encoder:q} --ddim {params.ddim:q}"
@@ -50,8 +50,19 @@ rule train_supervised:
         splits=SPLITS,
     output:
         model=directory(outputs.model_dir(OUT, "supervised_{task}")),
+    log:
+        log_file("train_supervised", "{task}"),
+    benchmark:
+        bench_file("train_supervised", "{task}")
     wildcard_constraints:
         task="ad|age",
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    threads: rule_threads("train_supervised")
+    resources:
+        **rule_resources("train_supervised"),
     params:
         config=json.dumps(config["supervised"], sort_keys=True),
         encoder=json.dumps(_LDAE_ENCODER, sort_keys=True),
@@ -60,17 +71,6 @@ rule train_supervised:
             f"train_supervised_{wildcards.task}",
             {"supervised": config["supervised"], "encoder": _LDAE_ENCODER, "images": config["images"]},
         ),
-    threads: rule_threads("train_supervised")
-    resources:
-        **rule_resources("train_supervised"),
-    log:
-        log_file("train_supervised", "{task}"),
-    benchmark:
-        bench_file("train_supervised", "{task}")
-    conda:
-        env_file("torch")
-    container:
-        container_for("torch")
     shell:
         "python -m ldae.cli train-supervised --task {wildcards.task} --qc {input.qc} --sessions {input.sessions}"
         " --splits {input.splits} --images {params.images:q} --config {params.config:q}"

@@ -13,7 +13,6 @@ OUT = config["out_dir"]
 import ldae.outputs as outputs
 import ldae.preprocess.naming as naming
 
-
 # Every rule calls one verb of `python -m ldae.cli`. The package source is put on PYTHONPATH so it runs in
 # any conda env or container without installing it; without conda/apptainer the interpreter running
 # Snakemake (e.g. .venv/bin/python) comes first on PATH, so `python` there is the one with our packages.
@@ -127,7 +126,9 @@ def bids_inputs():
     if BIDS_SOURCE and not BIDS:
         raise ValueError("config data.source is 'bids' but data.bids_dir is empty: set it to your BIDS dataset")
     if BIDS_SOURCE and not os.path.isdir(BIDS):
-        logger.warning(f"config data.bids_dir {BIDS!r} is not a folder: set it to your BIDS dataset (data.source: bids)")
+        logger.warning(
+            f"config data.bids_dir {BIDS!r} is not a folder: set it to your BIDS dataset (data.source: bids)"
+        )
     return {"bids": BIDS}
 
 
@@ -162,7 +163,9 @@ def pretrained_mode():
 
 PRETRAINED = pretrained_mode()
 # the authors' AD-vs-CN probe, imported by rule import_official; rule manipulate then moves y_sem along it
-OFFICIAL_PROBE = outputs.model_dir(OUT, outputs.OFFICIAL_PROBE) if PRETRAINED and config["pretrained"]["probe"] else None
+OFFICIAL_PROBE = (
+    outputs.model_dir(OUT, outputs.OFFICIAL_PROBE) if PRETRAINED and config["pretrained"]["probe"] else None
+)
 
 
 # ---- targets: each rules file adds the final outputs of its stage ----------------------------------

@@ -6,8 +6,6 @@ rule synthesize_adni:
     """A synthetic ADNI-like LONI download with clinical CSVs, used when data.source is 'synthetic'."""
     output:
         raw=directory(raw_root()),
-    params:
-        flags=cli_flags(config["data"]["synthetic"]),
     log:
         log_file("synthesize_adni"),
     benchmark:
@@ -16,6 +14,8 @@ rule synthesize_adni:
         env_file("torch")
     container:
         container_for("torch")
+    params:
+        flags=cli_flags(config["data"]["synthetic"]),
     shell:
         "python -m ldae.cli synth-adni --out {output.raw} {params.flags} > {log} 2>&1"
 
@@ -26,16 +26,6 @@ rule adni_to_bids:
         **raw_inputs(),
     output:
         bids=directory(BIDS_CONVERTED),
-    params:
-        dataset=adni_dir(),
-        clinical=clinical_dir(),
-        subjects_list=(
-            f"--subjects-list {config['data']['subjects_list']}" if config["data"]["subjects_list"] else ""
-        ),
-    threads: res("adni_to_bids", "threads", 1)
-    resources:
-        mem_mb=res("adni_to_bids", "mem_mb", 4000),
-        runtime=res("adni_to_bids", "runtime", 60),
     log:
         log_file("adni_to_bids"),
     benchmark:
@@ -44,6 +34,14 @@ rule adni_to_bids:
         env_file("clinica")
     container:
         container_for("clinica")
+    threads: res("adni_to_bids", "threads", 1)
+    resources:
+        mem_mb=res("adni_to_bids", "mem_mb", 4000),
+        runtime=res("adni_to_bids", "runtime", 60),
+    params:
+        dataset=adni_dir(),
+        clinical=clinical_dir(),
+        subjects_list=(f"--subjects-list {config['data']['subjects_list']}" if config["data"]["subjects_list"] else ""),
     shell:
         "python -m ldae.cli adni-to-bids --dataset-dir {params.dataset} --clinical-dir {params.clinical}"
         " --bids-dir {output.bids} {params.subjects_list} --n-procs {threads} --log {log}"
@@ -56,8 +54,6 @@ checkpoint sessions:
     output:
         sessions=SESSIONS,
         excluded=EXCLUDED,
-    params:
-        flags=sessions_flags(),
     log:
         log_file("sessions"),
     benchmark:
@@ -66,6 +62,8 @@ checkpoint sessions:
         env_file("clinica")
     container:
         container_for("clinica")
+    params:
+        flags=sessions_flags(),
     shell:
         "python -m ldae.cli sessions --bids-dir {input.bids} --out {output.sessions} --excluded {output.excluded}"
         " {params.flags} > {log} 2>&1"
@@ -95,8 +93,6 @@ rule splits:
         sessions=SESSIONS,
     output:
         splits=SPLITS,
-    params:
-        flags=cli_flags(config["splits"]),
     log:
         log_file("splits"),
     benchmark:
@@ -105,6 +101,8 @@ rule splits:
         env_file("torch")
     container:
         container_for("torch")
+    params:
+        flags=cli_flags(config["splits"]),
     shell:
         "python -m ldae.cli splits --sessions {input.sessions} --out {output.splits} {params.flags} > {log} 2>&1"
 

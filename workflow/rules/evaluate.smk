@@ -6,7 +6,6 @@
 import json
 import shlex
 
-
 EVAL = config["evaluation"]
 BASELINES = list(EVAL["baselines"])
 SEED = EVAL["seed"]
@@ -29,15 +28,25 @@ EMBED_INPUTS = {
 }
 
 
-
 rule embed:
     """y_sem of every QC-passed session for one model; for the LDAE also the latent and x_T of the test scans."""
     input:
         unpack(lambda wildcards: EMBED_INPUTS[wildcards.model]),
     output:
         embeddings=outputs.embeddings(OUT, "{model}"),
+    log:
+        log_file("embed", "{model}"),
+    benchmark:
+        bench_file("embed", "{model}")
     wildcard_constraints:
         model="ldae|dae|supervised_ad|supervised_age",
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    threads: rule_threads("embed")
+    resources:
+        **rule_resources("embed"),
     params:
         config=json.dumps(EVAL["embed"], sort_keys=True),
         images=IMAGES_JSON,
@@ -48,17 +57,6 @@ rule embed:
         ),
         # only the LDAE inverts here (an empty quoted value would be no argument at all: the flag goes too)
         ddim=lambda wildcards: f"--ddim {shlex.quote(DDIM_JSON)}" if wildcards.model == "ldae" else "",
-    threads: rule_threads("embed")
-    resources:
-        **rule_resources("embed"),
-    log:
-        log_file("embed", "{model}"),
-    benchmark:
-        bench_file("embed", "{model}")
-    conda:
-        env_file("torch")
-    container:
-        container_for("torch")
     shell:
         "python -m ldae.cli embed --model {wildcards.model} {params.models} --qc {input.qc}"
         " --sessions {input.sessions} --splits {input.splits} --images {params.images:q} --config {params.config:q}"
@@ -84,12 +82,6 @@ rule probe:
             category="Figure 5 - LDA",
             caption="../report/figure5.rst",
         ),
-    params:
-        config=json.dumps({**EVAL["probe"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
-        embeddings=lambda wildcards, input: " ".join(f"{m}={p}" for m, p in zip(EMBED_MODELS, input.embeddings)),
-    threads: rule_threads("probe")
-    resources:
-        **rule_resources("probe"),
     log:
         log_file("probe"),
     benchmark:
@@ -98,6 +90,12 @@ rule probe:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("probe")
+    resources:
+        **rule_resources("probe"),
+    params:
+        config=json.dumps({**EVAL["probe"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
+        embeddings=lambda wildcards, input: " ".join(f"{m}={p}" for m, p in zip(EMBED_MODELS, input.embeddings)),
     shell:
         "python -m ldae.cli probe --sessions {input.sessions} --splits {input.splits} --embeddings {params.embeddings}"
         " --config {params.config:q} --table {output.table} --history {output.history} --figure {output.figure}"
@@ -125,6 +123,17 @@ rule reconstruct:
             category="Table 6 - reconstruction",
             caption="../report/table6_examples.rst",
         ),
+    log:
+        log_file("reconstruct"),
+    benchmark:
+        bench_file("reconstruct")
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    threads: rule_threads("reconstruct")
+    resources:
+        **rule_resources("reconstruct"),
     params:
         config=json.dumps(
             {
@@ -138,17 +147,6 @@ rule reconstruct:
         images=IMAGES_JSON,
         ddim=DDIM_JSON,
         dae=lambda wildcards, input: f"--dae {input.dae}" if input.dae else "",
-    threads: rule_threads("reconstruct")
-    resources:
-        **rule_resources("reconstruct"),
-    log:
-        log_file("reconstruct"),
-    benchmark:
-        bench_file("reconstruct")
-    conda:
-        env_file("torch")
-    container:
-        container_for("torch")
     shell:
         "python -m ldae.cli reconstruct --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} {params.dae} --qc {input.qc} --sessions {input.sessions}"
@@ -177,12 +175,6 @@ rule interpolate:
             category="Figure 8 - interpolation",
             caption="../report/figure8.rst",
         ),
-    params:
-        config=json.dumps({**EVAL["interpolation"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
-        ddim=DDIM_JSON,
-    threads: rule_threads("interpolate")
-    resources:
-        **rule_resources("interpolate"),
     log:
         log_file("interpolate"),
     benchmark:
@@ -191,6 +183,12 @@ rule interpolate:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("interpolate")
+    resources:
+        **rule_resources("interpolate"),
+    params:
+        config=json.dumps({**EVAL["interpolation"], "seed": SEED, "bootstrap": EVAL["bootstrap"]}, sort_keys=True),
+        ddim=DDIM_JSON,
     shell:
         "python -m ldae.cli interpolate --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} --sessions {input.sessions} --splits {input.splits}"
@@ -225,17 +223,6 @@ rule manipulate:
             caption="../report/figure7.rst",
         ),
         volumes=directory(outputs.results(OUT, "manipulation")),
-    params:
-        config=json.dumps(EVAL["manipulation"], sort_keys=True),
-        probe=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
-        probe_file=lambda wildcards, input: (
-            f"--probe-file {input.official_probe}" if input.official_probe else ""
-        ),
-        images=IMAGES_JSON,
-        ddim=DDIM_JSON,
-    threads: rule_threads("manipulate")
-    resources:
-        **rule_resources("manipulate"),
     log:
         log_file("manipulate"),
     benchmark:
@@ -244,6 +231,15 @@ rule manipulate:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("manipulate")
+    resources:
+        **rule_resources("manipulate"),
+    params:
+        config=json.dumps(EVAL["manipulation"], sort_keys=True),
+        probe=json.dumps({**EVAL["probe"], "seed": SEED}, sort_keys=True),
+        probe_file=lambda wildcards, input: (f"--probe-file {input.official_probe}" if input.official_probe else ""),
+        images=IMAGES_JSON,
+        ddim=DDIM_JSON,
     shell:
         "python -m ldae.cli manipulate --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
@@ -269,6 +265,17 @@ rule time_inference:
             caption="../report/table5.rst",
         ),
         markdown=outputs.table(OUT, outputs.TABLE5, "md"),
+    log:
+        log_file("time_inference"),
+    benchmark:
+        bench_file("time_inference")
+    conda:
+        env_file("torch")
+    container:
+        container_for("torch")
+    threads: rule_threads("time_inference")
+    resources:
+        **rule_resources("time_inference"),
     params:
         config=json.dumps(EVAL["timing"], sort_keys=True),
         images=IMAGES_JSON,
@@ -279,17 +286,6 @@ rule time_inference:
             bench_file(name) for name in ("train_autoencoder", "encode_latents", "train_ldm", "train_ldae")
         ),
         bench_dae=bench_file("train_dae") if "dae" in BASELINES else "",
-    threads: rule_threads("time_inference")
-    resources:
-        **rule_resources("time_inference"),
-    log:
-        log_file("time_inference"),
-    benchmark:
-        bench_file("time_inference")
-    conda:
-        env_file("torch")
-    container:
-        container_for("torch")
     shell:
         "python -m ldae.cli time-inference --autoencoder {input.autoencoder} --latents {input.latents}"
         " --ldm {input.ldm} --ldae {input.ldae} {params.dae} --qc {input.qc} --sessions {input.sessions}"
@@ -313,8 +309,6 @@ rule results_readme:
         figures=RESULT_FIGURES,
     output:
         readme=outputs.results_readme(OUT),
-    params:
-        confidence=EVAL["bootstrap"]["confidence"],
     log:
         log_file("results_readme"),
     benchmark:
@@ -323,6 +317,8 @@ rule results_readme:
         env_file("torch")
     container:
         container_for("torch")
+    params:
+        confidence=EVAL["bootstrap"]["confidence"],
     shell:
         "python -m ldae.cli results-readme --tables {input.tables} --figures {input.figures}"
         " --confidence {params.confidence} --out {output.readme} > {log} 2>&1"

@@ -26,26 +26,26 @@ rule preprocess:
         ),
     output:
         qc=_PP_SESSION.qc_json,
-    params:
-        config=_PP_PARAMS,
-        derivatives=lambda wc, output: naming.root_of_qc_json(output.qc),
-        source=lambda wc: _pp_rules.source_t1w(checkpoints.sessions.get().output.sessions, wc.subject, wc.session),
+    log:
+        log_file("preprocess", "sub-{subject}_ses-{session}"),
+    benchmark:
+        bench_file("preprocess", "sub-{subject}_ses-{session}")
     wildcard_constraints:
         subject="[A-Za-z0-9]+",
         session="[A-Za-z0-9]+",
     group:
         "preprocess"
-    threads: int(_PP["threads"])
-    resources:
-        **rule_resources("preprocess"),
-    log:
-        log_file("preprocess", "sub-{subject}_ses-{session}"),
-    benchmark:
-        bench_file("preprocess", "sub-{subject}_ses-{session}")
     conda:
         env_file("ants")
     container:
         container_for("ants")
+    threads: int(_PP["threads"])
+    resources:
+        **rule_resources("preprocess"),
+    params:
+        config=_PP_PARAMS,
+        derivatives=lambda wc, output: naming.root_of_qc_json(output.qc),
+        source=lambda wc: _pp_rules.source_t1w(checkpoints.sessions.get().output.sessions, wc.subject, wc.session),
     shell:
         "python -m ldae.cli preprocess --t1w {input.t1w} --participant-id sub-{wildcards.subject}"
         " --session-id ses-{wildcards.session} --derivatives {params.derivatives} --source {params.source:q}"
@@ -58,19 +58,19 @@ rule preprocess_bundle:
         qc=lambda wc: _pp_rules.bundle_qc_records(session_bundles()[wc.bundle], PREPROC, _PP_SPACE, _PP_REG),
     output:
         bundle=_PP_BUNDLE,
-    group:
-        "preprocess"
-    threads: 1
-    resources:
-        **rule_resources("preprocess_bundle"),
     log:
         log_file("preprocess_bundle", "{bundle}"),
     benchmark:
         bench_file("preprocess_bundle", "{bundle}")
+    group:
+        "preprocess"
     conda:
         env_file("ants")
     container:
         container_for("ants")
+    threads: 1
+    resources:
+        **rule_resources("preprocess_bundle"),
     shell:
         "ls {input.qc} > {output.bundle} 2> {log}"
 
@@ -83,12 +83,6 @@ rule preproc_qc:
     output:
         qc=report(QC_TABLE, caption="../report/preproc_qc.rst", category="Preprocessing"),
         montage=report(PREPROC_MONTAGE, caption="../report/preproc_montage.rst", category="Preprocessing"),
-    params:
-        config=_PP_PARAMS,
-        derivatives=lambda wc, output: os.path.dirname(output.qc),
-    threads: 1
-    resources:
-        **rule_resources("preproc_qc"),
     log:
         log_file("preproc_qc"),
     benchmark:
@@ -97,6 +91,12 @@ rule preproc_qc:
         env_file("ants")
     container:
         container_for("ants")
+    threads: 1
+    resources:
+        **rule_resources("preproc_qc"),
+    params:
+        config=_PP_PARAMS,
+        derivatives=lambda wc, output: os.path.dirname(output.qc),
     shell:
         "python -m ldae.cli preproc-qc --sessions {input.sessions} --derivatives {params.derivatives}"
         " --out {output.qc} --montage {output.montage} --config-json {params.config:q} 2> {log}"
@@ -106,13 +106,6 @@ rule preproc_description:
     """dataset_description.json of the derivatives (GeneratedBy with versions and container, SourceDatasets)."""
     output:
         description=PREPROC_DESCRIPTION,
-    params:
-        config=_PP_PARAMS,
-        source=BIDS,
-        container=f"--container {container_for('ants')}" if container_for("ants") else "",
-    threads: 1
-    resources:
-        **rule_resources("preproc_description"),
     log:
         log_file("preproc_description"),
     benchmark:
@@ -121,6 +114,13 @@ rule preproc_description:
         env_file("ants")
     container:
         container_for("ants")
+    threads: 1
+    resources:
+        **rule_resources("preproc_description"),
+    params:
+        config=_PP_PARAMS,
+        source=BIDS,
+        container=f"--container {container_for('ants')}" if container_for("ants") else "",
     shell:
         "python -m ldae.cli preproc-description --out {output.description} --source {params.source}"
         " {params.container} --config-json {params.config:q} > {log} 2>&1"

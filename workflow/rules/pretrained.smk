@@ -34,17 +34,6 @@ rule import_official:
         ldm=directory(LDM_MODEL),
         ldae=directory(LDAE_MODEL),
         probe=directory(OFFICIAL_PROBE) if OFFICIAL_PROBE else [],
-    params:
-        config=json.dumps(IMPORT_CONFIG, sort_keys=True),
-        probe=lambda wildcards, input: (
-            f"--probe {input.probe[0]} --probe-mean {input.probe[1]} --probe-std {input.probe[2]}"
-            if input.probe
-            else ""
-        ),
-        models=lambda wildcards, output: os.path.dirname(output.autoencoder),
-    threads: rule_threads("import_official")
-    resources:
-        **rule_resources("import_official"),
     log:
         log_file("import_official"),
     benchmark:
@@ -53,6 +42,17 @@ rule import_official:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("import_official")
+    resources:
+        **rule_resources("import_official"),
+    params:
+        config=json.dumps(IMPORT_CONFIG, sort_keys=True),
+        probe=lambda wildcards, input: (
+            f"--probe {input.probe[0]} --probe-mean {input.probe[1]} --probe-std {input.probe[2]}"
+            if input.probe
+            else ""
+        ),
+        models=lambda wildcards, output: os.path.dirname(output.autoencoder),
     shell:
         "python -m ldae.cli import-official --autoencoder {input.autoencoder} --encoder {input.encoder}"
         " --decoder {input.decoder} {params.probe} --config {params.config:q} --out-dir {params.models}"

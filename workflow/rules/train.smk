@@ -23,13 +23,6 @@ rule train_autoencoder:
             category="Training",
             subcategory="1 AutoencoderKL",
         ),
-    params:
-        config=json.dumps(config["autoencoder"], sort_keys=True),
-        images=IMAGES_JSON,
-        run_dir=resume_dir("train_autoencoder", {"autoencoder": config["autoencoder"], "images": config["images"]}),
-    threads: rule_threads("train_autoencoder")
-    resources:
-        **rule_resources("train_autoencoder"),
     log:
         log_file("train_autoencoder"),
     benchmark:
@@ -38,6 +31,13 @@ rule train_autoencoder:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("train_autoencoder")
+    resources:
+        **rule_resources("train_autoencoder"),
+    params:
+        config=json.dumps(config["autoencoder"], sort_keys=True),
+        images=IMAGES_JSON,
+        run_dir=resume_dir("train_autoencoder", {"autoencoder": config["autoencoder"], "images": config["images"]}),
     shell:
         "python -m ldae.cli train-autoencoder --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q}"
@@ -60,12 +60,6 @@ rule encode_latents:
             category="Training",
             subcategory="2 latents",
         ),
-    params:
-        config=json.dumps(config["latents"], sort_keys=True),
-        images=IMAGES_JSON,
-    threads: rule_threads("encode_latents")
-    resources:
-        **rule_resources("encode_latents"),
     log:
         log_file("encode_latents"),
     benchmark:
@@ -74,6 +68,12 @@ rule encode_latents:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("encode_latents")
+    resources:
+        **rule_resources("encode_latents"),
+    params:
+        config=json.dumps(config["latents"], sort_keys=True),
+        images=IMAGES_JSON,
     shell:
         "python -m ldae.cli encode-latents --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q}"
@@ -93,12 +93,6 @@ rule train_ldm:
             category="Training",
             subcategory="3 latent DDPM",
         ),
-    params:
-        config=json.dumps(config["ldm"], sort_keys=True),
-        run_dir=resume_dir("train_ldm", config["ldm"]),
-    threads: rule_threads("train_ldm")
-    resources:
-        **rule_resources("train_ldm"),
     log:
         log_file("train_ldm"),
     benchmark:
@@ -107,6 +101,12 @@ rule train_ldm:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("train_ldm")
+    resources:
+        **rule_resources("train_ldm"),
+    params:
+        config=json.dumps(config["ldm"], sort_keys=True),
+        run_dir=resume_dir("train_ldm", config["ldm"]),
     shell:
         "python -m ldae.cli train-ldm --latents {input.latents} --config {params.config:q}"
         " --run-dir {params.run_dir} --out-dir {output.model} --devices {resources.gpu} --threads {threads}"
@@ -131,14 +131,6 @@ rule train_ldae:
             category="Training",
             subcategory="4 LDAE",
         ),
-    params:
-        config=json.dumps(config["ldae"], sort_keys=True),
-        images=IMAGES_JSON,
-        ddim=DDIM_JSON,
-        run_dir=resume_dir("train_ldae", {"ldae": config["ldae"], "images": config["images"], "ddim": config["ddim"]}),
-    threads: rule_threads("train_ldae")
-    resources:
-        **rule_resources("train_ldae"),
     log:
         log_file("train_ldae"),
     benchmark:
@@ -147,6 +139,14 @@ rule train_ldae:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("train_ldae")
+    resources:
+        **rule_resources("train_ldae"),
+    params:
+        config=json.dumps(config["ldae"], sort_keys=True),
+        images=IMAGES_JSON,
+        ddim=DDIM_JSON,
+        run_dir=resume_dir("train_ldae", {"ldae": config["ldae"], "images": config["images"], "ddim": config["ddim"]}),
     shell:
         "python -m ldae.cli train-ldae --qc {input.qc} --sessions {input.sessions} --splits {input.splits}"
         " --images {params.images:q}"

@@ -59,8 +59,17 @@ REQUIRED_COLUMNS: dict[str, dict[str, str]] = {
     },
     "MPRAGEMETA": {
         column: _T1
-        for column in ("SubjectID", "Orig/Proc", "Visit", "Sequence", "ScanDate", "StudyID", "SeriesID", "ImageUID",
-                       "MagStrength")  # fmt: skip
+        for column in (
+            "SubjectID",
+            "Orig/Proc",
+            "Visit",
+            "Sequence",
+            "ScanDate",
+            "StudyID",
+            "SeriesID",
+            "ImageUID",
+            "MagStrength",
+        )  # fmt: skip
     },
     "MRIQUALITY": {column: f"{_T1} (ADNI1/GO/2 QC)" for column in ("RID", "LONIUID", "PASS")},
     "MAYOADIRL_MRI_IMAGEQC_05_07_15": {

@@ -63,7 +63,7 @@ class Layout:
     source: str = "clinica"
 
     @classmethod
-    def from_config(cls, section: dict | None = None) -> "Layout":
+    def from_config(cls, section: dict | None = None) -> Layout:
         if not section:
             return cls(copy.deepcopy(CLINICA_LAYOUT), "clinica")
         section = {k: v for k, v in section.items() if k != "validate"}
@@ -75,7 +75,7 @@ class Layout:
         return layout
 
     @classmethod
-    def from_json(cls, text: str | None) -> "Layout":
+    def from_json(cls, text: str | None) -> Layout:
         return cls.from_config(json.loads(text) if text else None)
 
     def check(self) -> None:

@@ -39,7 +39,9 @@ def check_inputs(dataset_dir: Path, clinical_dir: Path, subjects_list: Path | No
             "<PTID> folders of the LONI download (usually .../ADNI)"
         )
     if not clinical_dir.is_dir():
-        raise ConversionError(f"ADNI clinical CSV folder not found: {clinical_dir} (set data.clinical_dir in config.yaml)")
+        raise ConversionError(
+            f"ADNI clinical CSV folder not found: {clinical_dir} (set data.clinical_dir in config.yaml)"
+        )
     problems = adni_tables.table_problems(clinical_dir)
     if problems:
         raise ConversionError(
@@ -101,8 +103,8 @@ def _error_excerpt(lines: list[str], n: int = 15) -> str:
         if lines[i].startswith("Traceback"):
             start = max(i, len(lines) - 40)
             break
-    excerpt = [l for l in lines[start:] if l.strip()]
-    return "\n".join("    " + l for l in excerpt)
+    excerpt = [line for line in lines[start:] if line.strip()]
+    return "\n".join("    " + line for line in excerpt)
 
 
 def summarize(bids_dir: Path) -> tuple[int, int]:
@@ -111,7 +113,7 @@ def summarize(bids_dir: Path) -> tuple[int, int]:
         raise ConversionError(f"clinica finished but wrote no participants.tsv in {bids_dir}")
     t1 = sorted(bids_dir.glob("sub-*/ses-*/anat/*_T1w.nii.gz"))
     if not t1:
-        raise ConversionError(f"clinica finished but converted no T1w image (no sub-*/ses-*/anat/*_T1w.nii.gz)")
+        raise ConversionError("clinica finished but converted no T1w image (no sub-*/ses-*/anat/*_T1w.nii.gz)")
     return len({p.parts[-4] for p in t1}), len(t1)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +66,15 @@ class ImageDataset(torch.utils.data.Dataset):
     affine of the transformed image (template space, after resampling and pad/crop) in ``affines[path]``.
     """
 
-    def __init__(self, paths: list[str], images_cfg: Mapping[str, Any] | None, cache: str = "none",
-                 cache_dir: str | os.PathLike | None = None, cache_workers: int = 0, transform=None):
+    def __init__(
+        self,
+        paths: list[str],
+        images_cfg: Mapping[str, Any] | None,
+        cache: str = "none",
+        cache_dir: str | os.PathLike | None = None,
+        cache_workers: int = 0,
+        transform=None,
+    ):
         from monai.data import CacheDataset, Dataset, PersistentDataset
 
         self.transform = transform if transform is not None else build_transforms(dict(images_cfg or {}))
@@ -74,8 +82,14 @@ class ImageDataset(torch.utils.data.Dataset):
         data = [{"image": str(p)} for p in paths]
         self.paths = list(map(str, paths))
         if cache == "memory":
-            self.data = CacheDataset(data, self.transform, cache_rate=1.0, num_workers=cache_workers or None,
-                                     progress=False, copy_cache=False)
+            self.data = CacheDataset(
+                data,
+                self.transform,
+                cache_rate=1.0,
+                num_workers=cache_workers or None,
+                progress=False,
+                copy_cache=False,
+            )
         elif cache == "disk":
             if cache_dir is None:
                 raise ValueError("cache 'disk' needs a cache_dir")

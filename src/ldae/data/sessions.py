@@ -152,7 +152,7 @@ def _scans_acq_time(bids_dir: Path, participant_id: str, session_id: str, t1w: s
         if scans.is_file():
             table = _read_tsv(scans)
             if {"filename", "acq_time"} <= set(table.columns):
-                names = table.filename.map(lambda name: (scans.parent / str(name)).as_posix())
+                names = table.filename.map(lambda name, folder=scans.parent: (folder / str(name)).as_posix())
                 hit = table.loc[names == image.as_posix(), "acq_time"]
                 if len(hit) and pd.notna(hit.iloc[0]):
                     return hit.iloc[0]
@@ -276,20 +276,26 @@ def build_session_table(
             continue
         age = _age(row, participants, layout)
         if age is None:
-            excluded.add(row.participant_id, row.session_id, f"no age: neither sessions.tsv {layout.age_column!r} nor "
-                         f"participants.tsv {layout.baseline_age_column!r} ({layout.key('age', 'column')})", row.t1w)  # fmt: skip
+            why = (
+                f"no age: neither sessions.tsv {layout.age_column!r} nor participants.tsv "
+                f"{layout.baseline_age_column!r} ({layout.key('age', 'column')})"
+            )
+            excluded.add(row.participant_id, row.session_id, why, row.t1w)
             continue
         sex = participants.loc[row.participant_id, layout.sex_column] if (
             layout.sex_column and row.participant_id in participants.index) else None  # fmt: skip
         kept.append({"participant_id": row.participant_id, "session_id": row.session_id,
                      "months": int(round(row.months)), "age": round(age, 2),
-                     "sex": sex if isinstance(sex, str) and sex else "n/a", "diagnosis": diagnosis, "t1w": row.t1w})  # fmt: skip
+                     "sex": sex if isinstance(sex, str) and sex else "n/a", "diagnosis": diagnosis,
+                     "t1w": row.t1w})  # fmt: skip
     return pd.DataFrame(kept, columns=SESSION_COLUMNS), pd.DataFrame(excluded, columns=EXCLUSION_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ldae sessions", description=__doc__.splitlines()[0])
-    parser.add_argument("--bids-dir", type=Path, required=True, help="the BIDS dataset (clinica's output or data.bids_dir)")
+    parser.add_argument(
+        "--bids-dir", type=Path, required=True, help="the BIDS dataset (clinica's output or data.bids_dir)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="session table (TSV)")
     parser.add_argument("--excluded", type=Path, required=True, help="exclusions table (TSV)")
     parser.add_argument("--diagnoses", default=",".join(DIAGNOSES), help="comma-separated diagnoses to keep")
@@ -309,10 +315,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     sessions, excluded = build_session_table(args.bids_dir, diagnoses, args.diagnosis_missing, layout)
     if sessions.empty:
-        raise TableError(f"no usable T1w session in {args.bids_dir}; reasons: {excluded.reason.value_counts().to_dict()}")
+        raise TableError(
+            f"no usable T1w session in {args.bids_dir}; reasons: {excluded.reason.value_counts().to_dict()}"
+        )
     write_tsv_atomic(excluded, args.excluded)
     write_tsv_atomic(sessions, args.out)
     counts = sessions.groupby("diagnosis").participant_id.nunique().to_dict()
-    log.info("%d sessions of %d subjects %s; %d excluded (%s)", len(sessions), sessions.participant_id.nunique(),
-             counts, len(excluded), args.excluded)
+    log.info(
+        "%d sessions of %d subjects %s; %d excluded (%s)",
+        len(sessions),
+        sessions.participant_id.nunique(),
+        counts,
+        len(excluded),
+        args.excluded,
+    )
     return 0

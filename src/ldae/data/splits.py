@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.val_fraction < 1:
         parser.error("--val-fraction must lie in [0, 1) (config splits.val_fraction)")
     sessions = read_sessions(args.sessions)
-    table = make_splits(sessions, args.seed, args.test_fraction, args.val_fraction, args.probe_val_fraction,
-                        args.min_val_subjects)
+    table = make_splits(
+        sessions, args.seed, args.test_fraction, args.val_fraction, args.probe_val_fraction, args.min_val_subjects
+    )
     write_tsv_atomic(table, args.out)
     log.info("subjects per split and baseline diagnosis:\n%s", summary(table))
     return 0

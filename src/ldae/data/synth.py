@@ -42,9 +42,7 @@ def _validate(n_subjects, min_visits, max_visits, voxel_mm, cohorts, repeat_prob
     if int(n_subjects) < 1:
         raise ValueError(f"--subjects must be >= 1 (got {n_subjects})")
     if not 1 <= min_visits <= max_visits <= sc.MAX_VISITS:
-        raise ValueError(
-            f"need 1 <= --min-visits <= --max-visits <= {sc.MAX_VISITS} (got {min_visits}, {max_visits})"
-        )
+        raise ValueError(f"need 1 <= --min-visits <= --max-visits <= {sc.MAX_VISITS} (got {min_visits}, {max_visits})")
     if not 0.5 <= voxel_mm <= 8.0:
         raise ValueError(f"--voxel-mm must be within [0.5, 8] mm (got {voxel_mm})")
     if not 0.0 <= repeat_prob <= 1.0:
@@ -108,9 +106,7 @@ def _render_subject(out: Path, s: sc.Subject, seed: int, voxel_mm: float, dicom:
             if scan.written:
                 rng = np.random.default_rng([seed, 4, s.index, vi, k])
                 kind = "processed" if scan.proc_uids else "original"
-                params = si.draw_scan_params(
-                    rng, BIAS[kind], NOISE[s.field_strength], sc.STORAGE_ORIENTATION[s.cohort]
-                )
+                params = si.draw_scan_params(rng, BIAS[kind], NOISE[s.field_strength], sc.STORAGE_ORIENTATION[s.cohort])
                 if scan.repeat or not scan.selected:  # the scan QC rejected: noisier
                     params.noise_sigma *= 1.6
                 params.extra = {"ptid": s.ptid, "viscode": v.viscode, "image_uid": scan.image_uid}
@@ -157,16 +153,33 @@ def _truth_row(s: sc.Subject, v: sc.Visit, scan: sc.Scan, voxel_mm: float) -> di
 
 
 def _subjects_table(subjects: list[sc.Subject]) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"ptid": s.ptid, "participant_id": s.bids_id, "rid": s.rid, "site": s.site, "cohort": s.cohort,
-         "diagnosis": s.dx, "dx_bl": s.dx_bl, "converter_month": s.converter_month if s.converter_month else "",
-         "sex": s.sex[0], "age_bl": s.age_bl, "education": s.education, "apoe4": s.apoe.count(4),
-         "atrophy_offset": s.atrophy_offset, "atrophy_rate": s.atrophy_rate, "brain_age_gap": s.brain_age_gap,
-         "head_scale_x": s.head_scale[0],
-         "head_scale_y": s.head_scale[1], "head_scale_z": s.head_scale[2], "vendor": s.vendor,
-         "n_visits": len(s.visits)}  # fmt: skip
-        for s in subjects
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "ptid": s.ptid,
+                "participant_id": s.bids_id,
+                "rid": s.rid,
+                "site": s.site,
+                "cohort": s.cohort,
+                "diagnosis": s.dx,
+                "dx_bl": s.dx_bl,
+                "converter_month": s.converter_month if s.converter_month else "",
+                "sex": s.sex[0],
+                "age_bl": s.age_bl,
+                "education": s.education,
+                "apoe4": s.apoe.count(4),
+                "atrophy_offset": s.atrophy_offset,
+                "atrophy_rate": s.atrophy_rate,
+                "brain_age_gap": s.brain_age_gap,
+                "head_scale_x": s.head_scale[0],
+                "head_scale_y": s.head_scale[1],
+                "head_scale_z": s.head_scale[2],
+                "vendor": s.vendor,
+                "n_visits": len(s.visits),
+            }  # fmt: skip
+            for s in subjects
+        ]
+    )
 
 
 def generate(

@@ -201,9 +201,7 @@ def plan_cohort(
         options = [c for c in cohorts if c != "ADNIGO" or dx == "MCI"] or list(cohorts)
         cohort = _balanced_pick(rng, options, cohort_counts)
         cohort_counts[cohort] += 1
-        subjects.append(
-            _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob, seed)
-        )
+        subjects.append(_draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, converter_prob, seed))
     _draw_scans(rng, subjects, repeat_prob)
     _assign_ids(rng, subjects)
     return subjects
@@ -265,8 +263,14 @@ def _draw_subject(rng, index, dx, cohort, used_rids, min_visits, max_visits, con
         dx_now = "AD" if conv_month is not None and m >= conv_month else dx
         subject.visits.append(
             Visit(
-                viscode="bl" if m == 0 else f"m{m:02d}", months=m, colprot=colprot(cohort, m),
-                visit_name=visit_name(cohort, m), examdate=examdate, scandate=scandate, age=age, dx=dx_now,
+                viscode="bl" if m == 0 else f"m{m:02d}",
+                months=m,
+                colprot=colprot(cohort, m),
+                visit_name=visit_name(cohort, m),
+                examdate=examdate,
+                scandate=scandate,
+                age=age,
+                dx=dx_now,
                 age_load=round(age_load(age, subject.brain_age_gap), 4),
                 disease_load=round(max(offset + rate * years, 0.0), 4),
             )  # fmt: skip
@@ -301,7 +305,7 @@ def _assign_ids(rng: np.random.Generator, subjects: list[Subject]) -> None:
     scans.sort(key=lambda t: (t[0], t[1], t[2]))
     series, image, study = 10000, 20000, 5000
     seen_visits = set()
-    for scandate, _, _, v, sc in scans:
+    for _, _, _, v, sc in scans:
         if id(v) not in seen_visits:
             study += int(rng.integers(1, 40))
             v.study_id = study
@@ -310,7 +314,7 @@ def _assign_ids(rng: np.random.Generator, subjects: list[Subject]) -> None:
         image += int(rng.integers(1, 60))
         sc.series_id, sc.orig_uid = series, image
     image += 100000
-    for scandate, _, _, v, sc in scans:
+    for scandate, _, _, _, sc in scans:
         if sc.proc_sequences and not sc.repeat:
             proc_date = scandate + timedelta(days=int(rng.integers(20, 400)))
             sc.proc_stamp = proc_date.strftime("%Y%m%d") + f"{int(rng.integers(0, 235959999)):09d}"
@@ -432,10 +436,20 @@ def mpragemeta(subjects: list[Subject]) -> pd.DataFrame:
 
 def mriquality(subjects: list[Subject]) -> pd.DataFrame:
     rows = [
-        {"Phase": v.colprot, "RID": s.rid, "VISCODE": v.viscode, "LONIUID": f"S{sc.series_id}",
-         "LONISTUDY": f"S{v.study_id}", "PASS": int(sc.qc_pass), "COMMENTS": "" if sc.qc_pass else "motion artefact",
-         "update_stamp": "2012-03-05 10:11:12.0"}  # fmt: skip
-        for s in subjects if s.cohort != "ADNI3" for v in s.visits for sc in v.scans
+        {
+            "Phase": v.colprot,
+            "RID": s.rid,
+            "VISCODE": v.viscode,
+            "LONIUID": f"S{sc.series_id}",
+            "LONISTUDY": f"S{v.study_id}",
+            "PASS": int(sc.qc_pass),
+            "COMMENTS": "" if sc.qc_pass else "motion artefact",
+            "update_stamp": "2012-03-05 10:11:12.0",
+        }  # fmt: skip
+        for s in subjects
+        if s.cohort != "ADNI3"
+        for v in s.visits
+        for sc in v.scans
     ]
     cols = ["Phase", "RID", "VISCODE", "LONIUID", "LONISTUDY", "PASS", "COMMENTS", "update_stamp"]
     return pd.DataFrame(rows, columns=cols)
@@ -461,9 +475,18 @@ def mayo_qc(subjects: list[Subject]) -> pd.DataFrame:
 
 def apoeres(subjects: list[Subject]) -> pd.DataFrame:
     rows = [
-        {"Phase": s.cohort, "ID": 10 * (i + 1), "RID": s.rid, "SITEID": s.site, "VISCODE": "sc",
-         "USERDATE": _d(s.visits[0].examdate), "APTESTDT": _d(s.visits[0].examdate), "APGEN1": s.apoe[0],
-         "APGEN2": s.apoe[1], "update_stamp": "2013-04-02 11:00:00.0"}  # fmt: skip
+        {
+            "Phase": s.cohort,
+            "ID": 10 * (i + 1),
+            "RID": s.rid,
+            "SITEID": s.site,
+            "VISCODE": "sc",
+            "USERDATE": _d(s.visits[0].examdate),
+            "APTESTDT": _d(s.visits[0].examdate),
+            "APGEN1": s.apoe[0],
+            "APGEN2": s.apoe[1],
+            "update_stamp": "2013-04-02 11:00:00.0",
+        }  # fmt: skip
         for i, s in enumerate(sorted(subjects, key=lambda s: s.rid))
     ]
     return pd.DataFrame(rows)

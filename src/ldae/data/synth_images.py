@@ -421,9 +421,7 @@ def render_scan(
     for k0 in range(0, shape[2], step):
         k = np.arange(k0, min(k0 + step, shape[2]), dtype=np.float32)[None, None, :]
         sub = (shape[0], shape[1], k.size)
-        gc = np.stack(
-            [np.broadcast_to(m[0] * i + m[1] * j + m[2] * k + m[3], sub).ravel() for m in to_grid[:3]]
-        )
+        gc = np.stack([np.broadcast_to(m[0] * i + m[1] * j + m[2] * k + m[3], sub).ravel() for m in to_grid[:3]])
         tv = warp.template_voxels(gc)
         val = ndi.map_coordinates(src, tv, order=1, mode="constant", cval=0.0).reshape(sub)
         msk = ndi.map_coordinates(t.mask, tv, order=0, mode="constant", cval=0.0).reshape(sub)
@@ -442,9 +440,7 @@ def render_scan(
     # storage voxel -> RAS scan voxel -> scanner mm -> subject mm -> template mm (linear part)
     storage_to_ras_vox = np.linalg.inv(header) @ img.affine
     vox2template = np.diag(list(1 / head_scale) + [1.0]) @ chain @ storage_to_ras_vox
-    return RenderedScan(
-        np.asanyarray(img.dataobj), np.asanyarray(msk_img.dataobj), img.affine, vox2template, pose
-    )
+    return RenderedScan(np.asanyarray(img.dataobj), np.asanyarray(msk_img.dataobj), img.affine, vox2template, pose)
 
 
 def _ornt(codes: str) -> np.ndarray:

@@ -31,8 +31,10 @@ SNAP_TOLERANCE = 1e-6
 def _interpolation(images_cfg: Mapping) -> str:
     name = str(images_cfg.get("interpolation", DEFAULT_INTERPOLATION))
     if name not in INTERPOLATIONS:
-        raise ValueError(f"images.interpolation: {name!r} is not one of {sorted(INTERPOLATIONS)} "
-                         "(bilinear: the authors' code; bspline: the paper's wording)")
+        raise ValueError(
+            f"images.interpolation: {name!r} is not one of {sorted(INTERPOLATIONS)} "
+            "(bilinear: the authors' code; bspline: the paper's wording)"
+        )
     return name
 
 
@@ -77,10 +79,15 @@ def build_transforms(images_cfg: Mapping, key: str = KEY):
         raise ValueError(f"images: need spacing_mm > 0 and a 3-D shape, got {spacing}, {shape}")
     interpolation = _interpolation(images_cfg)
     # computed in float64 (MONAI Spacingd's default, as the authors' chain); float32 at the end
-    resample = {"pixdim": (spacing,) * 3, "mode": INTERPOLATIONS[interpolation], "padding_mode": "border",
-                "dtype": np.float64}
-    resample_step = (Spacingd(keys=key, **resample) if interpolation == "bilinear"
-                     else ClippedSpacingd(keys=key, **resample))
+    resample = {
+        "pixdim": (spacing,) * 3,
+        "mode": INTERPOLATIONS[interpolation],
+        "padding_mode": "border",
+        "dtype": np.float64,
+    }
+    resample_step = (
+        Spacingd(keys=key, **resample) if interpolation == "bilinear" else ClippedSpacingd(keys=key, **resample)
+    )
     return Compose(
         [
             LoadImaged(keys=key, image_only=True, reader="NibabelReader"),
@@ -95,12 +102,14 @@ def build_transforms(images_cfg: Mapping, key: str = KEY):
 
 def describe(images_cfg: Mapping) -> dict:
     """The transform chain in words (for run configs and model cards)."""
-    interpolation = {"bilinear": "trilinear ('bilinear', MONAI Spacingd default; authors' code)",
-                     "bspline": "cubic B-spline (order 3; paper), clipped to the input's intensity range"}
+    interpolation = {
+        "bilinear": "trilinear ('bilinear', MONAI Spacingd default; authors' code)",
+        "bspline": "cubic B-spline (order 3; paper), clipped to the input's intensity range",
+    }
     return {
         "load": "NIfTI, channel first",
         "resample": f"{float(images_cfg.get('spacing_mm', 1.5))} mm isotropic, "
-                    f"{interpolation[_interpolation(images_cfg)]}",
+        f"{interpolation[_interpolation(images_cfg)]}",
         "pad_crop": f"{list(images_cfg.get('shape', [128, 160, 128]))}, ResizeWithPadOrCrop mode 'minimum'",
         "intensity": "min-max to [0, 1]",
     }

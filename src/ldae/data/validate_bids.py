@@ -48,7 +48,10 @@ def validate(bids_dir: Path, timeout: int = 3600) -> dict:
     """Run the validator; a summary (never raises for what it finds)."""
     exe = find_validator()
     if exe is None:
-        return {"validator": None, "note": f"none of {list(EXECUTABLES)} is installed (pip install bids-validator-deno)"}
+        return {
+            "validator": None,
+            "note": f"none of {list(EXECUTABLES)} is installed (pip install bids-validator-deno)",
+        }
     result = subprocess.run([exe, "--format", "json", str(bids_dir)], capture_output=True, text=True, timeout=timeout)
     try:
         report = json.loads(result.stdout)

@@ -42,8 +42,18 @@ from ldae.verbs import schema_defaults
 from .schedule import DiffusionSchedule, extract
 
 __all__ = [
-    "DDIM_DEFAULTS", "DDIM_GRIDS", "DDIMSettings", "DDIMStep", "ddim_timesteps", "ddim_step", "sampling_plan",
-    "inversion_plan", "ddim_sample", "ddim_invert", "guided_eps_fn", "GUIDANCE_MODES",
+    "DDIM_DEFAULTS",
+    "DDIM_GRIDS",
+    "DDIMSettings",
+    "DDIMStep",
+    "ddim_timesteps",
+    "ddim_step",
+    "sampling_plan",
+    "inversion_plan",
+    "ddim_sample",
+    "ddim_invert",
+    "guided_eps_fn",
+    "GUIDANCE_MODES",
 ]
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,8 +67,11 @@ Clip = tuple[float, float] | None
 def _check_clip(clip_x0: Any, where: str = "ddim.clip_x0") -> Clip:
     if clip_x0 is None:
         return None
-    if (not isinstance(clip_x0, (list, tuple)) or len(clip_x0) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in clip_x0)):
+    if (
+        not isinstance(clip_x0, (list, tuple))
+        or len(clip_x0) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in clip_x0)
+    ):
         raise ValueError(f"{where} must be null or two numbers [lo, hi], got {clip_x0!r}")
     lo, hi = float(clip_x0[0]), float(clip_x0[1])
     if not lo < hi:
@@ -133,8 +146,7 @@ class DDIMStep(NamedTuple):
     eps: torch.Tensor
 
 
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: float, abar_to: float,
-              clip_x0: Clip = None) -> DDIMStep:
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: float, abar_to: float, clip_x0: Clip = None) -> DDIMStep:
     """``x`` at noise level ``abar_from`` -> ``abar_to`` with the model epsilon ``eps`` (either direction).
 
     With ``clip_x0`` the x0 prediction is clamped and, for ``abar_from < 1``, the epsilon recomputed from it:

@@ -35,9 +35,10 @@ Relation to the DDIM guidance ``eps_theta - sqrt(1 - abar_t) G`` (PDAE paper and
 ``grad log p(y | x_t) = -(E[eps|x_t,y] - E[eps|x_t]) / sqrt(1 - abar_t)``, the loss's minimiser is
 ``G* = grad log p(y | x_t) / r_t`` with ``r_t = -c_t / sqrt(1 - abar_t) = sqrt(alpha_t)(1 - abar_{t-1})/(1 - abar_t)``.
 For the paper's linear schedule ``r_t`` = 0.45 at t = 1, 0.86 at t = 10, 0.98 at t = 100 and 0.99-0.994 for
-t >= 200 (0.990 at t = 999), but ``r_0 = 0``. So ``eps_theta - sqrt(1 - abar_t) G*`` equals the training-consistent ``eps_theta + c_t G*`` up to
-the factor ``1 / r_t`` on the shift, which only matters at the last few small-t steps. :mod:`ldae.diffusion.ddim`
-offers both (``guidance="score"`` = paper/code, ``guidance="pdae"`` = exactly the trained shift).
+t >= 200 (0.990 at t = 999), but ``r_0 = 0``. So ``eps_theta - sqrt(1 - abar_t) G*`` equals the training-consistent
+``eps_theta + c_t G*`` up to the factor ``1 / r_t`` on the shift, which only matters at the last few small-t steps.
+:mod:`ldae.diffusion.ddim` offers both (``guidance="score"`` = paper/code, ``guidance="pdae"`` = exactly the
+trained shift).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ from .schedule import DiffusionSchedule, extract
 __all__ = ["pdae_shifted_eps", "pdae_loss", "eps_loss", "posterior_mean_from_eps"]
 
 
-def pdae_shifted_eps(eps_hat: torch.Tensor, g: torch.Tensor, t: torch.Tensor, schedule: DiffusionSchedule) -> torch.Tensor:
+def pdae_shifted_eps(
+    eps_hat: torch.Tensor, g: torch.Tensor, t: torch.Tensor, schedule: DiffusionSchedule
+) -> torch.Tensor:
     """``eps_hat + c_t * G``."""
     return eps_hat + extract(schedule.pdae_shift, t, eps_hat) * g
 
@@ -60,7 +63,8 @@ def posterior_mean_from_eps(x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tenso
     """DDPM reverse mean ``(x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)``."""
     beta = extract(schedule.betas, t, x_t)
     return (x_t - beta / extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t) * eps) / extract(
-        schedule.alphas.sqrt(), t, x_t)
+        schedule.alphas.sqrt(), t, x_t
+    )
 
 
 def _weighted_mean(err: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:

@@ -28,12 +28,15 @@ class BootstrapSettings:
     seed: int = 0
 
     def describe(self) -> str:
-        return (f"{self.confidence:.0%} subject-level bootstrap interval (percentile, {self.resamples} resamples of "
-                f"the test subjects, seed {self.seed})")
+        return (
+            f"{self.confidence:.0%} subject-level bootstrap interval (percentile, {self.resamples} resamples of "
+            f"the test subjects, seed {self.seed})"
+        )
 
 
-def bootstrap_settings(section: Mapping | None, seed: int = 0, where: str = "evaluation.bootstrap"
-                       ) -> BootstrapSettings:
+def bootstrap_settings(
+    section: Mapping | None, seed: int = 0, where: str = "evaluation.bootstrap"
+) -> BootstrapSettings:
     """Settings from the config section ``{resamples, confidence}``; a clear error on bad values."""
     from ldae import verbs
 
@@ -77,8 +80,9 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def weighted_intervals(clusters: Sequence, statistic: Callable[[np.ndarray], Mapping[str, np.ndarray]],
-                       settings: BootstrapSettings) -> dict[str, tuple[float, float]]:
+def weighted_intervals(
+    clusters: Sequence, statistic: Callable[[np.ndarray], Mapping[str, np.ndarray]], settings: BootstrapSettings
+) -> dict[str, tuple[float, float]]:
     """Intervals of every value of ``statistic(weights)``: given the ``(resamples, n)`` row weights of
     :func:`resample_weights` it returns, per name, the statistic of each resample ``(resamples,)`` (the resampled
     data set = every row repeated ``weight`` times). A resample where a value is undefined (NaN, e.g. ROC-AUC with
@@ -95,5 +99,6 @@ def mean_interval(values: Sequence[float], clusters: Sequence, settings: Bootstr
     if not keep.any():
         return float("nan"), float("nan")
     kept = values[keep]
-    return weighted_intervals(np.asarray(clusters, dtype=object)[keep],
-                              lambda w: {"mean": w @ kept / w.sum(1)}, settings)["mean"]
+    return weighted_intervals(
+        np.asarray(clusters, dtype=object)[keep], lambda w: {"mean": w @ kept / w.sum(1)}, settings
+    )["mean"]

@@ -21,8 +21,8 @@ import torch
 
 from ldae import verbs
 from ldae.data.images import image_reader, records_of
-from ldae.models import io
 from ldae.files import atomic_output
+from ldae.models import io
 
 __all__ = ["Embeddings", "iterate_batches", "compute_embeddings", "save_embeddings", "load_embeddings"]
 
@@ -43,8 +43,10 @@ class Embeddings:
             rows, values = np.arange(len(self.y)), self.y
         else:
             rows, values = self.extra["rows"], self.extra[name]
-        return {(self.ids.participant_id[r], self.ids.session_id[r]): torch.from_numpy(np.array(values[i]))
-                for i, r in enumerate(rows)}
+        return {
+            (self.ids.participant_id[r], self.ids.session_id[r]): torch.from_numpy(np.array(values[i]))
+            for i, r in enumerate(rows)
+        }
 
     def aligned(self, table: pd.DataFrame) -> np.ndarray:
         """``y`` rows in the order of ``table`` (participant_id, session_id); every session must be present."""
@@ -55,19 +57,23 @@ class Embeddings:
         return self.y[[index[(p, s)] for p, s in zip(table.participant_id, table.session_id)]]
 
 
-def iterate_batches(records: Sequence[dict], load: Callable[[str], torch.Tensor],
-                    batch_size: int) -> Iterator[tuple[list[dict], torch.Tensor]]:
+def iterate_batches(
+    records: Sequence[dict], load: Callable[[str], torch.Tensor], batch_size: int
+) -> Iterator[tuple[list[dict], torch.Tensor]]:
     """``(records, (B, 1, X, Y, Z) images)`` batches; ``load(path)`` gives one ``(1, X, Y, Z)`` image."""
     batch_size = max(1, int(batch_size))
     for start in range(0, len(records), batch_size):
-        chunk = list(records[start:start + batch_size])
+        chunk = list(records[start : start + batch_size])
         yield chunk, torch.stack([torch.as_tensor(load(r["image"])).float() for r in chunk])
 
 
 @torch.no_grad()
-def compute_embeddings(batches: Iterable[tuple[list[dict], torch.Tensor]], semantic: Callable,
-                       invert: Callable | None = None, want_inversion: Callable[[dict], bool] = lambda r: False,
-                       ) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+def compute_embeddings(
+    batches: Iterable[tuple[list[dict], torch.Tensor]],
+    semantic: Callable,
+    invert: Callable | None = None,
+    want_inversion: Callable[[dict], bool] = lambda r: False,
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
     """y_sem of every batch; for records where ``want_inversion(record)``, also ``invert(images, y) -> (z, x_T)``.
 
     Returns (ids, y, extra) with extra = {rows, z, x_T} (empty when nothing was inverted)."""
@@ -90,12 +96,21 @@ def compute_embeddings(batches: Iterable[tuple[list[dict], torch.Tensor]], seman
     return pd.DataFrame(ids), np.concatenate(ys).astype(np.float32), extra
 
 
-def save_embeddings(path: str | os.PathLike, ids: pd.DataFrame, y: np.ndarray, model: str,
-                    extra: dict[str, np.ndarray] | None = None, **meta) -> None:
+def save_embeddings(
+    path: str | os.PathLike,
+    ids: pd.DataFrame,
+    y: np.ndarray,
+    model: str,
+    extra: dict[str, np.ndarray] | None = None,
+    **meta,
+) -> None:
     """Atomically write the npz (see module docstring)."""
-    arrays = {"participant_id": ids.participant_id.to_numpy(dtype=str),
-              "session_id": ids.session_id.to_numpy(dtype=str), "y": np.asarray(y, dtype=np.float32),
-              "model": np.asarray(model)}
+    arrays = {
+        "participant_id": ids.participant_id.to_numpy(dtype=str),
+        "session_id": ids.session_id.to_numpy(dtype=str),
+        "y": np.asarray(y, dtype=np.float32),
+        "model": np.asarray(model),
+    }
     arrays.update({k: np.asarray(v) for k, v in (extra or {}).items()})
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
     with atomic_output(path) as tmp:
@@ -104,8 +119,9 @@ def save_embeddings(path: str | os.PathLike, ids: pd.DataFrame, y: np.ndarray, m
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
     with np.load(path, allow_pickle=False) as data:
-        ids = pd.DataFrame({"participant_id": data["participant_id"].astype(str),
-                            "session_id": data["session_id"].astype(str)})
+        ids = pd.DataFrame(
+            {"participant_id": data["participant_id"].astype(str), "session_id": data["session_id"].astype(str)}
+        )
         extra = {k: data[k] for k in data.files if k not in ("participant_id", "session_id", "y", "model")}
         return Embeddings(ids, data["y"], str(data["model"]), extra)
 
@@ -144,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         semantic = io.EncoderPipeline(io.load_supervised(args.model_dir, dev).encoder).semantic
 
     wanted = set(cfg["invert_splits"])
-    ids, y, extra = compute_embeddings(iterate_batches(records, load, cfg["batch_size"]), semantic, invert,
-                                       lambda r: r["split"] in wanted)
+    ids, y, extra = compute_embeddings(
+        iterate_batches(records, load, cfg["batch_size"]), semantic, invert, lambda r: r["split"] in wanted
+    )
     save_embeddings(args.out, ids, y, args.model, extra, **meta)
     log_msg = f"embed {args.model}: {len(ids)} sessions, y_sem dim {y.shape[1]}"
     if extra:

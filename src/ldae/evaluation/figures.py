@@ -14,8 +14,16 @@ import pandas as pd  # noqa: E402
 
 from ldae.files import atomic_output  # noqa: E402
 
-__all__ = ["placeholder_figure", "mid_slices", "intensity_window", "figure5_lda", "lda_projection",
-           "figure8_interpolation", "manipulation_montage", "reconstruction_examples"]
+__all__ = [
+    "placeholder_figure",
+    "mid_slices",
+    "intensity_window",
+    "figure5_lda",
+    "lda_projection",
+    "figure8_interpolation",
+    "manipulation_montage",
+    "reconstruction_examples",
+]
 
 COLOURS = {"CN": "#1b9e77", "MCI": "#7570b3", "AD": "#d95f02"}
 VIEWS = ("axial", "coronal", "sagittal")
@@ -79,8 +87,11 @@ def lda_projection(X_train: np.ndarray, labels_train: np.ndarray, X_test: np.nda
     return np.stack([Xs @ w, Xs @ pc], axis=1), "LD1 / PC1 of the residual"
 
 
-def figure5_lda(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                path: str | os.PathLike, diagnoses: Sequence[str] = ("CN", "AD")) -> None:
+def figure5_lda(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    diagnoses: Sequence[str] = ("CN", "AD"),
+) -> None:
     """One panel per model: test embeddings projected on the 2-D LDA fitted on probe_train, coloured by diagnosis.
 
     ``panels[name] = (X_train, diagnosis_train, X_test, diagnosis_test)``."""
@@ -91,15 +102,28 @@ def figure5_lda(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, n
     for ax, (name, (Xtr, dtr, Xte, dte)) in zip(axes[0], panels.items()):
         classes, counts = np.unique(np.asarray(dtr), return_counts=True)
         if len(classes) < 2 or len(Xte) == 0 or counts.min() < 2:
-            ax.text(0.5, 0.5, f"{name}: too few training scans per diagnosis\nor no test scan for an LDA",
-                    ha="center", va="center", fontsize=8)
+            ax.text(
+                0.5,
+                0.5,
+                f"{name}: too few training scans per diagnosis\nor no test scan for an LDA",
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
             ax.set_axis_off()
             continue
         coords, how = lda_projection(Xtr, np.asarray(dtr), Xte)
         for diag in diagnoses:
             sel = np.asarray(dte) == diag
-            ax.scatter(coords[sel, 0], coords[sel, 1], s=14, alpha=0.75, c=COLOURS.get(diag, "grey"),
-                       label=f"{diag} (n={int(sel.sum())})", edgecolors="none")
+            ax.scatter(
+                coords[sel, 0],
+                coords[sel, 1],
+                s=14,
+                alpha=0.75,
+                c=COLOURS.get(diag, "grey"),
+                label=f"{diag} (n={int(sel.sum())})",
+                edgecolors="none",
+            )
         ax.set_title(name)
         ax.set_xlabel(how.split(" / ")[0])
         ax.set_ylabel(how.split(" / ")[1])
@@ -115,9 +139,11 @@ def figure8_interpolation(results: pd.DataFrame, example: Mapping[str, np.ndarra
     fig = plt.figure(figsize=(13, 11), layout="constrained")
     grid = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.05])
     top = grid[:2].subgridspec(2, 3)
-    strata = [("time_gap", "time gap: end - start (months)"),
-              ("prediction_gap", "prediction gap (months)"),
-              ("alpha", "relative position alpha")]
+    strata = [
+        ("time_gap", "time gap: end - start (months)"),
+        ("prediction_gap", "prediction gap (months)"),
+        ("alpha", "relative position alpha"),
+    ]
     for col, (key, label) in enumerate(strata):
         ax_s = fig.add_subplot(top[0, col])
         ax_m = fig.add_subplot(top[1, col])
@@ -137,16 +163,22 @@ def figure8_interpolation(results: pd.DataFrame, example: Mapping[str, np.ndarra
         if col == 0:
             ax_s.legend(fontsize=9, frameon=False)
     _interpolation_example(fig, grid[2], example)
-    fig.suptitle(f"Figure 8 - interpolation of {len(results)} triplets "
-                 f"({results.participant_id.nunique()} test subjects)", fontsize=13)
+    fig.suptitle(
+        f"Figure 8 - interpolation of {len(results)} triplets ({results.participant_id.nunique()} test subjects)",
+        fontsize=13,
+    )
     _save(fig, path)
 
 
 def _interpolation_example(fig, cell, example: Mapping[str, np.ndarray]) -> None:
     """One triplet as axial mid-slices in one grey window, and generated - target on a diverging colour bar."""
     names = ["start", "target", "generated", "end"]
-    titles = {"start": "start (AE recon.)", "target": "real target (AE recon.)", "generated": "generated target",
-              "end": "end (AE recon.)"}
+    titles = {
+        "start": "start (AE recon.)",
+        "target": "real target (AE recon.)",
+        "generated": "generated target",
+        "end": "end (AE recon.)",
+    }
     axes = cell.subgridspec(1, 5).subplots()
     for ax in axes:
         ax.set_xticks([])
@@ -168,9 +200,15 @@ def _interpolation_example(fig, cell, example: Mapping[str, np.ndarray]) -> None
         axes[4].set_title("generated - real target", fontsize=11)
 
 
-def manipulation_montage(volumes: np.ndarray, scales: Sequence[float], path: str | os.PathLike, title: str,
-                         original: np.ndarray | None = None, probabilities: Sequence[float] | None = None,
-                         probability_label: str = "p") -> None:
+def manipulation_montage(
+    volumes: np.ndarray,
+    scales: Sequence[float],
+    path: str | os.PathLike,
+    title: str,
+    original: np.ndarray | None = None,
+    probabilities: Sequence[float] | None = None,
+    probability_label: str = "p",
+) -> None:
     """Rows = scales s; columns = axial/coronal/sagittal slices of the decoded scan and their difference to s = 0
     (one diverging colour bar: red brighter, blue darker than at s = 0). Every grey panel shares one window."""
     volumes = np.asarray(volumes)
@@ -190,8 +228,15 @@ def manipulation_montage(volumes: np.ndarray, scales: Sequence[float], path: str
             axes[r, c].imshow(mid_slices(original)[view], cmap="gray", vmin=vmin, vmax=vmax)
             axes[r, c].set_title(view, fontsize=11)
         axes[r, 0].set_ylabel("input scan", fontsize=11)
-        axes[r, 4].text(0.5, 0.3, "difference maps below:\ndecoded(s) - decoded(s = 0)", ha="center",
-                        va="center", fontsize=11, transform=axes[r, 4].transAxes)
+        axes[r, 4].text(
+            0.5,
+            0.3,
+            "difference maps below:\ndecoded(s) - decoded(s = 0)",
+            ha="center",
+            va="center",
+            fontsize=11,
+            transform=axes[r, 4].transAxes,
+        )
         r += 1
     image = None
     for i, s in enumerate(scales):
@@ -208,7 +253,7 @@ def manipulation_montage(volumes: np.ndarray, scales: Sequence[float], path: str
             label += f"\n{probability_label} = {probabilities[i]:.2f}"
         axes[r, 0].set_ylabel(label, fontsize=11)
         r += 1
-    bar = fig.colorbar(image, ax=axes[rows - len(scales):, 5].tolist(), aspect=12 * len(scales), pad=0.02)
+    bar = fig.colorbar(image, ax=axes[rows - len(scales) :, 5].tolist(), aspect=12 * len(scales), pad=0.02)
     bar.set_label("decoded(s) - decoded(s = 0)  (red: brighter)", fontsize=10)
     bar.ax.tick_params(labelsize=9)
     fig.suptitle(f"{title}\ngrey panels: one intensity window [{vmin:.2f}, {vmax:.2f}]", fontsize=12)
@@ -224,8 +269,9 @@ def _reconstruction_rows(examples: Mapping[str, np.ndarray]) -> tuple[dict[str, 
         row, _, steps = key.rpartition(" T=")
         row, steps = (row, steps) if row else (key, "-")
         grouped.setdefault(row.replace(" - ", " ").removesuffix(" -"), {})[steps] = value
-    steps = sorted({t for cols in grouped.values() for t in cols if t != "-"},
-                   key=lambda t: int(t) if t.isdigit() else 0)
+    steps = sorted(
+        {t for cols in grouped.values() for t in cols if t != "-"}, key=lambda t: int(t) if t.isdigit() else 0
+    )
     return grouped, steps
 
 
@@ -235,8 +281,9 @@ def reconstruction_examples(examples: Mapping[str, np.ndarray], path: str | os.P
     grouped, steps = _reconstruction_rows(examples)
     cols = 1 + max(1, len(steps))
     rows = max(1, len(grouped))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols + 1.0, 2.3 * rows + 0.7), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.1 * cols + 1.0, 2.3 * rows + 0.7), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -255,8 +302,11 @@ def reconstruction_examples(examples: Mapping[str, np.ndarray], path: str | os.P
             axes[r, c].imshow(mid_slices(by_steps[t][sample])["axial"], cmap="gray", vmin=vmin, vmax=vmax)
             axes[r, c].set_title(name, fontsize=10)
         axes[r, 0].set_title("input", fontsize=10)
-    fig.suptitle("Table 6 - example reconstructions beside the input (axial mid-slice of one test scan);\n"
-                 "each row shares one intensity window, given under its name", fontsize=12)
+    fig.suptitle(
+        "Table 6 - example reconstructions beside the input (axial mid-slice of one test scan);\n"
+        "each row shares one intensity window, given under its name",
+        fontsize=12,
+    )
     _save(fig, path)
 
 
@@ -267,4 +317,3 @@ def _wrap_row(row: str) -> str:
             model, rest = row.split(marker, 1)
             return f"{model}{marker.rstrip()}\n{rest}"
     return row.replace(" encoded", "\nencoded")
-

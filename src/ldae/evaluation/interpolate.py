@@ -24,18 +24,23 @@ import torch
 from ldae import files, verbs
 from ldae.data.tables import sessions_with_splits
 from ldae.diffusion import alpha_from_months, lerp, slerp
+from ldae.models.pipelines import LDAEPipeline
 
 from .bootstrap import BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import mse, ssim
-from ldae.models.pipelines import LDAEPipeline
 
 __all__ = ["enumerate_triplets", "interpolation_study", "stratify", "POSITION_BINS"]
 
 POSITION_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def enumerate_triplets(visits: pd.DataFrame, max_subjects: int | None = None, seed: int = 0,
-                       min_visits: int = 3, max_triplets: int | None = None) -> pd.DataFrame:
+def enumerate_triplets(
+    visits: pd.DataFrame,
+    max_subjects: int | None = None,
+    seed: int = 0,
+    min_visits: int = 3,
+    max_triplets: int | None = None,
+) -> pd.DataFrame:
     """All (start, target, end) visit triplets of subjects with >= ``min_visits`` visits at distinct months.
 
     ``visits``: participant_id, session_id, months (one row per session). ``max_subjects`` keeps a seeded random
@@ -59,26 +64,48 @@ def enumerate_triplets(visits: pd.DataFrame, max_subjects: int | None = None, se
         subject = frame[frame.participant_id == pid].sort_values("months")
         for (_, s), (_, t), (_, e) in combinations(subject.iterrows(), 3):
             alpha = alpha_from_months(s.months, t.months, e.months)
-            rows.append({
-                "participant_id": pid,
-                "start_session": s.session_id, "target_session": t.session_id, "end_session": e.session_id,
-                "start_months": s.months, "target_months": t.months, "end_months": e.months,
-                "alpha": alpha,
-                "time_gap": e.months - s.months,
-                "prediction_gap": min(t.months - s.months, e.months - t.months),
-            })
-    columns = ["participant_id", "start_session", "target_session", "end_session", "start_months",
-               "target_months", "end_months", "alpha", "time_gap", "prediction_gap"]
+            rows.append(
+                {
+                    "participant_id": pid,
+                    "start_session": s.session_id,
+                    "target_session": t.session_id,
+                    "end_session": e.session_id,
+                    "start_months": s.months,
+                    "target_months": t.months,
+                    "end_months": e.months,
+                    "alpha": alpha,
+                    "time_gap": e.months - s.months,
+                    "prediction_gap": min(t.months - s.months, e.months - t.months),
+                }
+            )
+    columns = [
+        "participant_id",
+        "start_session",
+        "target_session",
+        "end_session",
+        "start_months",
+        "target_months",
+        "end_months",
+        "alpha",
+        "time_gap",
+        "prediction_gap",
+    ]
     out = pd.DataFrame(rows, columns=columns)
     if max_triplets is not None and 0 < max_triplets < len(out):
         out = out.sample(n=int(max_triplets), random_state=seed).sort_index()
     return out.reset_index(drop=True)
 
 
-def interpolation_study(ldae: LDAEPipeline, triplets: pd.DataFrame, y: Mapping[tuple[str, str], torch.Tensor],
-                        x_T: Mapping[tuple[str, str], torch.Tensor], z: Mapping[tuple[str, str], torch.Tensor],
-                        steps: int, batch_size: int = 4, ssim_kernel: int = 4,
-                        ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def interpolation_study(
+    ldae: LDAEPipeline,
+    triplets: pd.DataFrame,
+    y: Mapping[tuple[str, str], torch.Tensor],
+    x_T: Mapping[tuple[str, str], torch.Tensor],
+    z: Mapping[tuple[str, str], torch.Tensor],
+    steps: int,
+    batch_size: int = 4,
+    ssim_kernel: int = 4,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """SSIM (Gaussian window ``ssim_kernel``) / MSE of every triplet's generated target against the AE
     reconstruction of the real target.
 
@@ -97,9 +124,11 @@ def interpolation_study(ldae: LDAEPipeline, triplets: pd.DataFrame, y: Mapping[t
 
     out_rows, example = [], {}
     for start in range(0, len(triplets), batch_size):
-        chunk = triplets.iloc[start:start + batch_size]
-        keys = {p: [(r.participant_id, getattr(r, f"{p}_session")) for r in chunk.itertuples()]
-                for p in ("start", "target", "end")}
+        chunk = triplets.iloc[start : start + batch_size]
+        keys = {
+            p: [(r.participant_id, getattr(r, f"{p}_session")) for r in chunk.itertuples()]
+            for p in ("start", "target", "end")
+        }
         alpha = torch.tensor(chunk.alpha.to_numpy(), dtype=torch.float32)
         y_s = torch.stack([y[k] for k in keys["start"]]).float()
         y_e = torch.stack([y[k] for k in keys["end"]]).float()
@@ -109,16 +138,28 @@ def interpolation_study(ldae: LDAEPipeline, triplets: pd.DataFrame, y: Mapping[t
         x_i = slerp(x_s, x_e, alpha)
         generated = ldae.decode(ldae.sample(x_i, y_i, steps)).float().cpu().clamp(0, 1)
         reference = torch.cat([recon(k) for k in keys["target"]])
-        nearest = torch.cat([recon(ks if a <= 0.5 else ke)
-                             for ks, ke, a in zip(keys["start"], keys["end"], chunk.alpha)])
+        nearest = torch.cat(
+            [recon(ks if a <= 0.5 else ke) for ks, ke, a in zip(keys["start"], keys["end"], chunk.alpha)]
+        )
         s, m = ssim(generated, reference, kernel_size=ssim_kernel), mse(generated, reference)
         s0, m0 = ssim(nearest, reference, kernel_size=ssim_kernel), mse(nearest, reference)
         for i, row in enumerate(chunk.to_dict("records")):
-            out_rows.append({**row, "ssim": float(s[i]), "mse": float(m[i]),
-                             "nearest_ssim": float(s0[i]), "nearest_mse": float(m0[i])})
+            out_rows.append(
+                {
+                    **row,
+                    "ssim": float(s[i]),
+                    "mse": float(m[i]),
+                    "nearest_ssim": float(s0[i]),
+                    "nearest_mse": float(m0[i]),
+                }
+            )
         if not example:
-            example = {"start": recon(keys["start"][0])[0, 0].numpy(), "target": reference[0, 0].numpy(),
-                       "generated": generated[0, 0].numpy(), "end": recon(keys["end"][0])[0, 0].numpy()}
+            example = {
+                "start": recon(keys["start"][0])[0, 0].numpy(),
+                "target": reference[0, 0].numpy(),
+                "generated": generated[0, 0].numpy(),
+                "end": recon(keys["end"][0])[0, 0].numpy(),
+            }
     return pd.DataFrame(out_rows), example
 
 
@@ -126,8 +167,9 @@ def _months_label(v: float) -> str:
     return f"{int(v)}" if float(v).is_integer() else f"{v:g}"
 
 
-def stratify(results: pd.DataFrame, position_bins: Sequence[float] = POSITION_BINS,
-             bootstrap: BootstrapSettings | None = None) -> pd.DataFrame:
+def stratify(
+    results: pd.DataFrame, position_bins: Sequence[float] = POSITION_BINS, bootstrap: BootstrapSettings | None = None
+) -> pd.DataFrame:
     """The Figure-8 table: mean/sd SSIM and MSE (and the nearest-endpoint reference, and the paired SSIM gain
     ``ssim - nearest_ssim``) per time gap, per prediction gap (months) and per relative-position bin, plus an 'all'
     row; with ``bootstrap`` the subject-level interval of every mean (``<col>_ci_low/_ci_high``)."""
@@ -152,7 +194,8 @@ def stratify(results: pd.DataFrame, position_bins: Sequence[float] = POSITION_BI
                 row[f"{col}_sd"] = float(sel[col].std()) if len(sel) > 1 else float("nan")
                 if bootstrap is not None:
                     row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean_interval(
-                        sel[col].to_numpy(float), sel.participant_id.to_numpy(), bootstrap)
+                        sel[col].to_numpy(float), sel.participant_id.to_numpy(), bootstrap
+                    )
             parts.append(row)
     return pd.DataFrame(parts)
 
@@ -176,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
     verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.interpolation", args.config, shared=('seed', 'bootstrap'))
+    cfg = verbs.section("evaluation.interpolation", args.config, shared=("seed", "bootstrap"))
     emb = load_embeddings(args.embeddings)
     if "x_T" not in emb.extra:
         raise SystemExit(f"{args.embeddings} holds no inverted x_T (rule embed, model ldae)")
@@ -186,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     have = emb.ids.iloc[rows]
     visits = sessions.merge(have, on=["participant_id", "session_id"], how="inner")
     visits = visits[visits.split == "test"]
-    triplets = enumerate_triplets(visits, max_subjects=int(cfg["max_subjects"]) or None, seed=int(cfg["seed"]),
-                                  min_visits=int(cfg["min_visits"]), max_triplets=int(cfg["max_triplets"]) or None)
+    triplets = enumerate_triplets(
+        visits,
+        max_subjects=int(cfg["max_subjects"]) or None,
+        seed=int(cfg["seed"]),
+        min_visits=int(cfg["min_visits"]),
+        max_triplets=int(cfg["max_triplets"]) or None,
+    )
     if triplets.empty:
         message = f"no test subject with >= {cfg['min_visits']} visits: nothing to interpolate"
         empty = pd.DataFrame([{"stratum": "all", "level": "all", "n": 0}])
@@ -199,9 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         print(message)
         return 0
     pipe = runtime.ldae_pipeline(args, runtime.device())
-    results, example = interpolation_study(pipe, triplets, emb.lookup("y"), emb.lookup("x_T"), emb.lookup("z"),
-                                           steps=steps, batch_size=int(cfg["batch_size"]),
-                                           ssim_kernel=int(cfg["ssim_kernel"]))
+    results, example = interpolation_study(
+        pipe,
+        triplets,
+        emb.lookup("y"),
+        emb.lookup("x_T"),
+        emb.lookup("z"),
+        steps=steps,
+        batch_size=int(cfg["batch_size"]),
+        ssim_kernel=int(cfg["ssim_kernel"]),
+    )
     boot = bootstrap_settings(cfg["bootstrap"], int(cfg["seed"]))
     table = stratify(results, bootstrap=boot)
     notes = [
@@ -215,8 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         f"[low, high]: {boot.describe()}; sd over triplets in the TSV.",
     ]
     interval_cols = ["ssim", "mse", "nearest_ssim", "nearest_mse", "ssim_gain"]
-    write_table(table, args.table, notes=notes, paper=pd.DataFrame(FIGURE8),
-                md_columns=["stratum", "level", "n", *interval_cols], intervals=interval_cols)
+    write_table(
+        table,
+        args.table,
+        notes=notes,
+        paper=pd.DataFrame(FIGURE8),
+        md_columns=["stratum", "level", "n", *interval_cols],
+        intervals=interval_cols,
+    )
     files.write_tsv(results, args.triplets, na_rep="")
     figure8_interpolation(results, example, args.figure)
     print(table.to_string(index=False))

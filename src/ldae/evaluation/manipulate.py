@@ -19,13 +19,15 @@ import torch
 from ldae import verbs
 from ldae.data.images import image_reader, records_of
 from ldae.models.pipelines import LDAEPipeline
+
 from .probes import LinearProbe
 
 __all__ = ["shift_codes", "manipulate_scan", "choose_subjects"]
 
 
-def shift_codes(y: np.ndarray, probe: LinearProbe, scales: Sequence[float], towards_positive: bool,
-                step: float = 1.0) -> np.ndarray:
+def shift_codes(
+    y: np.ndarray, probe: LinearProbe, scales: Sequence[float], towards_positive: bool, step: float = 1.0
+) -> np.ndarray:
     """``(len(scales), D)`` codes: ``y`` moved by ``s * step * sqrt(D)`` along the probe direction (z-scored space),
     de-normalised. ``towards_positive`` picks the sign (the probe's positive class, CN by default)."""
     y = np.asarray(y, dtype=np.float64).reshape(1, -1)
@@ -37,8 +39,15 @@ def shift_codes(y: np.ndarray, probe: LinearProbe, scales: Sequence[float], towa
 
 
 @torch.no_grad()
-def manipulate_scan(ldae: LDAEPipeline, image: torch.Tensor, probe: LinearProbe, scales: Sequence[float],
-                    towards_positive: bool, steps: int, step: float = 1.0) -> tuple[np.ndarray, pd.DataFrame]:
+def manipulate_scan(
+    ldae: LDAEPipeline,
+    image: torch.Tensor,
+    probe: LinearProbe,
+    scales: Sequence[float],
+    towards_positive: bool,
+    steps: int,
+    step: float = 1.0,
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Decoded volumes ``(S, X, Y, Z)`` for every scale and a table (scale, probe probability of the shifted
     code and of the re-encoded decoded scan, mean absolute change from scale 0)."""
     x = image[None].to(ldae.device) if image.ndim == 4 else image.to(ldae.device)
@@ -51,16 +60,22 @@ def manipulate_scan(ldae: LDAEPipeline, image: torch.Tensor, probe: LinearProbe,
         vol = ldae.decode(ldae.sample(x_T, y_s, steps)).float().clamp(0, 1)
         re_y = ldae.semantic(vol).cpu().numpy()
         volumes.append(vol[0, 0].cpu().numpy())
-        rows.append({"scale": float(s), "p_positive_code": float(probe.predict_proba(code[None])[0]),
-                     "p_positive_decoded": float(probe.predict_proba(re_y)[0])})
+        rows.append(
+            {
+                "scale": float(s),
+                "p_positive_code": float(probe.predict_proba(code[None])[0]),
+                "p_positive_decoded": float(probe.predict_proba(re_y)[0]),
+            }
+        )
     volumes = np.stack(volumes)
     for row, vol in zip(rows, volumes):
         row["mean_abs_change"] = float(np.abs(vol - volumes[0]).mean())
     return volumes, pd.DataFrame(rows)
 
 
-def choose_subjects(table: pd.DataFrame, scores: np.ndarray, wanted: Sequence[str] = (),
-                    positive_class: str = "CN") -> dict[str, pd.Series]:
+def choose_subjects(
+    table: pd.DataFrame, scores: np.ndarray, wanted: Sequence[str] = (), positive_class: str = "CN"
+) -> dict[str, pd.Series]:
     """One test scan per class: the configured participants if given, else the baseline scan of the test subject
     the probe scores most confidently for its class. ``table`` rows (test sessions: participant_id, session_id,
     months, diagnosis) align with ``scores`` (probability of the positive class)."""
@@ -99,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     from .probes import ProbeDataError, embedding_table, probe_options, probe_splits, train_linear_probe
     from .tables import write_table
 
-    parser = runtime.base_parser("manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction",
-                                 images=True)
+    parser = runtime.base_parser(
+        "manipulate", "Figures 6/7: move y_sem along the AD-vs-CN probe direction", images=True
+    )
     runtime.add_ldae_args(parser)
     parser.add_argument("--probe-config", default="", help="the probe settings (evaluation.probe)")
     parser.add_argument("--embeddings", required=True, type=Path, help="embeddings/ldae.npz (rule embed)")
@@ -108,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure-cn", required=True, type=Path, help="CN scan moved towards AD")
     parser.add_argument("--figure-ad", required=True, type=Path, help="AD scan moved towards CN")
     parser.add_argument("--volumes", required=True, type=Path, help="folder for the decoded NIfTI volumes")
-    parser.add_argument("--probe-file", type=Path, default=None,
-                        help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
-                             "write_official_probe) instead of training the probe on probe_train")
+    parser.add_argument(
+        "--probe-file",
+        type=Path,
+        default=None,
+        help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
+        "write_official_probe) instead of training the probe on probe_train",
+    )
     args = parser.parse_args(argv)
     verbs.setup(args.threads)
     cfg = verbs.section("evaluation.manipulation", args.config)
@@ -119,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     emb = load_embeddings(args.embeddings)
     table, features = embedding_table(args.sessions, args.splits, {"ldae": emb})
     try:
-        data = None if args.probe_file else probe_splits(table, features["ldae"], "ad", positive,
-                                                         pcfg["age_diagnoses"])
+        data = None if args.probe_file else probe_splits(table, features["ldae"], "ad", positive, pcfg["age_diagnoses"])
     except ProbeDataError as error:
         from .figures import placeholder_figure
 
@@ -136,12 +155,20 @@ def main(argv: list[str] | None = None) -> int:
 
         probe = load_probe(args.probe_file, positive)
         if probe.scaler.n_features_in_ != features["ldae"].shape[1]:
-            raise SystemExit(f"manipulate: the probe {args.probe_file} has {probe.scaler.n_features_in_} inputs, "
-                             f"the embeddings {args.embeddings} are {features['ldae'].shape[1]}-d")
+            raise SystemExit(
+                f"manipulate: the probe {args.probe_file} has {probe.scaler.n_features_in_} inputs, "
+                f"the embeddings {args.embeddings} are {features['ldae'].shape[1]}-d"
+            )
         probe_note = f"Probe: {args.probe_file} (given, not trained); positive class {positive}."
     else:
-        probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                                   data.y["probe_val"], "classification", **probe_options(pcfg, "classification"))
+        probe = train_linear_probe(
+            data.X["probe_train"],
+            data.y["probe_train"],
+            data.X["probe_val"],
+            data.y["probe_val"],
+            "classification",
+            **probe_options(pcfg, "classification"),
+        )
         probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
     images = records_of(args)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)
@@ -162,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rec = chosen[diagnosis]
         image = load(rec["image"])
-        volumes, frame = manipulate_scan(pipe, image, probe, scales, towards_positive=target_class == positive,
-                                         steps=int(cfg["ddim_steps"]), step=float(cfg["step"]))
+        volumes, frame = manipulate_scan(
+            pipe,
+            image,
+            probe,
+            scales,
+            towards_positive=target_class == positive,
+            steps=int(cfg["ddim_steps"]),
+            step=float(cfg["step"]),
+        )
         name = f"{rec['participant_id']}_{rec['session_id']}_to-{target_class}"
         save_nifti(volumes, load.affines.get(str(rec["image"])), args.volumes / f"{name}.nii.gz")
         frame.insert(0, "participant_id", rec["participant_id"])
@@ -172,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
         frame.insert(3, "towards", target_class)
         frame["volume"] = f"{name}.nii.gz"
         rows.append(frame)
-        manipulation_montage(volumes, scales, figures[diagnosis],
-                             f"{diagnosis} test scan {rec['participant_id']} {rec['session_id']} moved towards "
-                             f"{target_class} (p = probability of {positive}, re-encoded)",
-                             original=image[0].numpy(), probabilities=frame.p_positive_decoded.tolist(),
-                             probability_label=f"p({positive})")
-    result = (pd.concat(rows, ignore_index=True) if rows
-              else pd.DataFrame([{"participant_id": "n/a", "scale": float("nan")}]))
+        manipulation_montage(
+            volumes,
+            scales,
+            figures[diagnosis],
+            f"{diagnosis} test scan {rec['participant_id']} {rec['session_id']} moved towards "
+            f"{target_class} (p = probability of {positive}, re-encoded)",
+            original=image[0].numpy(),
+            probabilities=frame.p_positive_decoded.tolist(),
+            probability_label=f"p({positive})",
+        )
+    result = (
+        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame([{"participant_id": "n/a", "scale": float("nan")}])
+    )
     notes = [
         probe_note,
         f"Shift: s * {cfg['step']} * sqrt(D) * w / ||w|| in z-scored y_sem space, x_T kept from the inversion with "

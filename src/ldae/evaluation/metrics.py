@@ -40,14 +40,25 @@ def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def ssim(pred: torch.Tensor, target: torch.Tensor, kernel_size: int = SSIM_KERNEL_SIZE, sigma: float = SSIM_SIGMA,
-         data_range: float = 1.0) -> torch.Tensor:
+def ssim(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    kernel_size: int = SSIM_KERNEL_SIZE,
+    sigma: float = SSIM_SIGMA,
+    data_range: float = 1.0,
+) -> torch.Tensor:
     """Per-sample 3-D SSIM ``(B,)`` with a Gaussian window (``monai.metrics.SSIMMetric``)."""
     from monai.metrics import SSIMMetric
 
     _check(pred, target)
-    metric = SSIMMetric(spatial_dims=3, data_range=float(data_range), kernel_type="gaussian",
-                        win_size=int(kernel_size), kernel_sigma=float(sigma), reduction="none")
+    metric = SSIMMetric(
+        spatial_dims=3,
+        data_range=float(data_range),
+        kernel_type="gaussian",
+        win_size=int(kernel_size),
+        kernel_sigma=float(sigma),
+        reduction="none",
+    )
     return metric(pred.float(), target.float()).reshape(pred.shape[0], -1).mean(1).cpu()
 
 
@@ -65,8 +76,13 @@ class LPIPS:
     """Seeded fake-3-D SqueezeNet LPIPS (see module docstring). ``available`` is False without local weights;
     calling it then returns NaN per sample (tables write NaN as "n/a")."""
 
-    def __init__(self, weights_path: str | os.PathLike | None, cfg: Mapping[str, Any] | None = None,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        weights_path: str | os.PathLike | None,
+        cfg: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.seed = int(seed)
         self.device = torch.device(device)
         self.loss = None
@@ -94,7 +110,7 @@ class LPIPS:
         for i in range(pred.shape[0]):
             with torch.random.fork_rng(devices=[]):  # MONAI draws the slices with the global CPU generator
                 torch.manual_seed(self.seed + offset + i)
-                p, t = pred[i:i + 1].to(self.device).float(), target[i:i + 1].to(self.device).float()
+                p, t = pred[i : i + 1].to(self.device).float(), target[i : i + 1].to(self.device).float()
                 values.append(float(self.loss(p, t)))
         return torch.tensor(values)
 
@@ -102,8 +118,9 @@ class LPIPS:
 class ImageMetrics:
     """SSIM, LPIPS and MSE of a batch against its reference, as a list of row dicts."""
 
-    def __init__(self, lpips: LPIPS | None = None, kernel_size: int = SSIM_KERNEL_SIZE,
-                 sigma: float = SSIM_SIGMA) -> None:
+    def __init__(
+        self, lpips: LPIPS | None = None, kernel_size: int = SSIM_KERNEL_SIZE, sigma: float = SSIM_SIGMA
+    ) -> None:
         self.lpips = lpips
         self.kernel_size, self.sigma = kernel_size, sigma
 

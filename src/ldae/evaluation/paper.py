@@ -15,37 +15,132 @@ __all__ = ["TABLE5", "TABLE6", "TABLE7", "FIGURE8", "Claim", "CLAIMS", "judge", 
 
 # Table 5: efficiency
 TABLE5 = [
-    {"Model": "DAE", "Parameters": "130M", "Training": "1 week", "Seconds per reconstruction (T=100)": 120,
-     "SSIM": 0.892, "LPIPS": 0.038},
-    {"Model": "LDAE", "Parameters": "920M", "Training": "500 + 200 epochs / 3 days",
-     "Seconds per reconstruction (T=100)": 6, "SSIM": 0.962, "LPIPS": 0.076},
+    {
+        "Model": "DAE",
+        "Parameters": "130M",
+        "Training": "1 week",
+        "Seconds per reconstruction (T=100)": 120,
+        "SSIM": 0.892,
+        "LPIPS": 0.038,
+    },
+    {
+        "Model": "LDAE",
+        "Parameters": "920M",
+        "Training": "500 + 200 epochs / 3 days",
+        "Seconds per reconstruction (T=100)": 6,
+        "SSIM": 0.962,
+        "LPIPS": 0.076,
+    },
 ]
 
 # Table 6: reconstruction (SSIM per T = 10/20/50/100; LPIPS/MSE where the paper lists them)
 TABLE6 = [
-    {"Model": "AutoencoderKL", "Encoding": "-", "Code size (paper)": 5120, "T": "-", "SSIM": 0.962, "LPIPS": 0.075,
-     "MSE": 0.001},
-    *[{"Model": "LDDIM", "Encoding": "encoded x_T", "Code size (paper)": 5120, "T": t, "SSIM": s, "LPIPS": None,
-       "MSE": None} for t, s in zip((10, 20, 50, 100), (0.959, 0.962, 0.962, 0.962))],
-    *[{"Model": "LDAE", "Encoding": "(a) y_sem + noise x_T", "Code size (paper)": 768, "T": t, "SSIM": s,
-       "LPIPS": None, "MSE": 0.005} for t, s in zip((10, 20, 50, 100), (0.872, 0.871, 0.870, 0.869))],
-    *[{"Model": "LDAE", "Encoding": "(b) y_sem + encoded x_T", "Code size (paper)": 5888, "T": t, "SSIM": s,
-       "LPIPS": lp, "MSE": None}
-      for t, s, lp in zip((10, 20, 50, 100), (0.953, 0.960, 0.962, 0.962), (0.081, 0.077, 0.076, 0.075))],
-    *[{"Model": "DAE", "Encoding": "(a) y_sem + noise x_T", "Code size (paper)": 768, "T": t, "SSIM": 0.28,
-       "LPIPS": None, "MSE": None} for t in (10, 20, 50, 100)],
-    *[{"Model": "DAE", "Encoding": "(b) y_sem + encoded x_T", "Code size (paper)": 1605632, "T": t, "SSIM": s,
-       "LPIPS": None, "MSE": None} for t, s in zip((10, 20, 50, 100), (0.216, 0.397, 0.684, 0.892))],
+    {
+        "Model": "AutoencoderKL",
+        "Encoding": "-",
+        "Code size (paper)": 5120,
+        "T": "-",
+        "SSIM": 0.962,
+        "LPIPS": 0.075,
+        "MSE": 0.001,
+    },
+    *[
+        {
+            "Model": "LDDIM",
+            "Encoding": "encoded x_T",
+            "Code size (paper)": 5120,
+            "T": t,
+            "SSIM": s,
+            "LPIPS": None,
+            "MSE": None,
+        }
+        for t, s in zip((10, 20, 50, 100), (0.959, 0.962, 0.962, 0.962))
+    ],
+    *[
+        {
+            "Model": "LDAE",
+            "Encoding": "(a) y_sem + noise x_T",
+            "Code size (paper)": 768,
+            "T": t,
+            "SSIM": s,
+            "LPIPS": None,
+            "MSE": 0.005,
+        }
+        for t, s in zip((10, 20, 50, 100), (0.872, 0.871, 0.870, 0.869))
+    ],
+    *[
+        {
+            "Model": "LDAE",
+            "Encoding": "(b) y_sem + encoded x_T",
+            "Code size (paper)": 5888,
+            "T": t,
+            "SSIM": s,
+            "LPIPS": lp,
+            "MSE": None,
+        }
+        for t, s, lp in zip((10, 20, 50, 100), (0.953, 0.960, 0.962, 0.962), (0.081, 0.077, 0.076, 0.075))
+    ],
+    *[
+        {
+            "Model": "DAE",
+            "Encoding": "(a) y_sem + noise x_T",
+            "Code size (paper)": 768,
+            "T": t,
+            "SSIM": 0.28,
+            "LPIPS": None,
+            "MSE": None,
+        }
+        for t in (10, 20, 50, 100)
+    ],
+    *[
+        {
+            "Model": "DAE",
+            "Encoding": "(b) y_sem + encoded x_T",
+            "Code size (paper)": 1605632,
+            "T": t,
+            "SSIM": s,
+            "LPIPS": None,
+            "MSE": None,
+        }
+        for t, s in zip((10, 20, 50, 100), (0.216, 0.397, 0.684, 0.892))
+    ],
 ]
 
 # Table 7: linear probes
 TABLE7 = [
-    {"Model": "LDAE", "Accuracy": 0.8365, "Precision": 0.8469, "Recall": 0.9102, "F1": 0.8774, "MCC": 0.6369,
-     "ROC-AUC": 0.8948, "MAE": 4.16, "RMSE": 5.23},
-    {"Model": "DAE", "Accuracy": 0.7468, "Precision": 0.7768, "Recall": 0.8504, "F1": 0.8119, "MCC": 0.4312,
-     "ROC-AUC": 0.7800, "MAE": 4.93, "RMSE": 6.11},
-    {"Model": "Supervised encoder", "Accuracy": 0.8464, "Precision": 0.8690, "Recall": 0.8743, "F1": 0.8716,
-     "MCC": 0.6806, "ROC-AUC": 0.9067, "MAE": 4.34, "RMSE": 4.63},
+    {
+        "Model": "LDAE",
+        "Accuracy": 0.8365,
+        "Precision": 0.8469,
+        "Recall": 0.9102,
+        "F1": 0.8774,
+        "MCC": 0.6369,
+        "ROC-AUC": 0.8948,
+        "MAE": 4.16,
+        "RMSE": 5.23,
+    },
+    {
+        "Model": "DAE",
+        "Accuracy": 0.7468,
+        "Precision": 0.7768,
+        "Recall": 0.8504,
+        "F1": 0.8119,
+        "MCC": 0.4312,
+        "ROC-AUC": 0.7800,
+        "MAE": 4.93,
+        "RMSE": 6.11,
+    },
+    {
+        "Model": "Supervised encoder",
+        "Accuracy": 0.8464,
+        "Precision": 0.8690,
+        "Recall": 0.8743,
+        "F1": 0.8716,
+        "MCC": 0.6806,
+        "ROC-AUC": 0.9067,
+        "MAE": 4.34,
+        "RMSE": 4.63,
+    },
 ]
 
 # Figure 8: interpolation (text of the paper)
@@ -82,12 +177,33 @@ def _sel(**pairs) -> tuple[tuple[str, str], ...]:
 
 
 def _table7_claims() -> list[Claim]:
-    claims = [Claim("table7_linear_probes", f"{row['Model']} {col} = {row[col]}", _sel(Model=row["Model"]), col,
-                    value=row[col]) for row in TABLE7 for col in row if col != "Model"]
-    for col, lower in (("ROC-AUC", False), ("MCC", False), ("Accuracy", False), ("F1", False), ("MAE", True),
-                       ("RMSE", True)):
-        claims.append(Claim("table7_linear_probes", f"LDAE {'below' if lower else 'above'} DAE on {col}",
-                            _sel(Model="LDAE"), col, kind="better", other=_sel(Model="DAE"), lower_is_better=lower))
+    claims = [
+        Claim(
+            "table7_linear_probes", f"{row['Model']} {col} = {row[col]}", _sel(Model=row["Model"]), col, value=row[col]
+        )
+        for row in TABLE7
+        for col in row
+        if col != "Model"
+    ]
+    for col, lower in (
+        ("ROC-AUC", False),
+        ("MCC", False),
+        ("Accuracy", False),
+        ("F1", False),
+        ("MAE", True),
+        ("RMSE", True),
+    ):
+        claims.append(
+            Claim(
+                "table7_linear_probes",
+                f"LDAE {'below' if lower else 'above'} DAE on {col}",
+                _sel(Model="LDAE"),
+                col,
+                kind="better",
+                other=_sel(Model="DAE"),
+                lower_is_better=lower,
+            )
+        )
     return claims
 
 
@@ -99,22 +215,45 @@ def _table6_claims() -> list[Claim]:
                 continue
             where = " ".join(str(p) for p in (row["Model"], row["Encoding"]) if p != "-")
             where += "" if row["T"] == "-" else f" T={row['T']}"
-            claims.append(Claim("table6_reconstruction", f"{where}: {col} = {row[col]}",
-                                _sel(Model=row["Model"], Encoding=row["Encoding"], T=row["T"]), col, value=row[col]))
+            claims.append(
+                Claim(
+                    "table6_reconstruction",
+                    f"{where}: {col} = {row[col]}",
+                    _sel(Model=row["Model"], Encoding=row["Encoding"], T=row["T"]),
+                    col,
+                    value=row[col],
+                )
+            )
     return claims
 
 
 def _figure8_claims() -> list[Claim]:
     gap = "time gap (months)"
     return [
-        Claim("figure8_interpolation", "6-month time gap: SSIM = 0.969", _sel(stratum=gap, level="6"), "ssim",
-              value=0.969),
-        Claim("figure8_interpolation", "6-month time gap: MSE = 0.0019", _sel(stratum=gap, level="6"), "mse",
-              value=0.0019),
-        Claim("figure8_interpolation", "every time gap up to 24 months: SSIM > 0.93", _sel(stratum=gap), "ssim",
-              kind="above", value=0.93, level_max=24),
-        Claim("figure8_interpolation", "every time gap up to 24 months: MSE < 0.004", _sel(stratum=gap), "mse",
-              kind="below", value=0.004, level_max=24),
+        Claim(
+            "figure8_interpolation", "6-month time gap: SSIM = 0.969", _sel(stratum=gap, level="6"), "ssim", value=0.969
+        ),
+        Claim(
+            "figure8_interpolation", "6-month time gap: MSE = 0.0019", _sel(stratum=gap, level="6"), "mse", value=0.0019
+        ),
+        Claim(
+            "figure8_interpolation",
+            "every time gap up to 24 months: SSIM > 0.93",
+            _sel(stratum=gap),
+            "ssim",
+            kind="above",
+            value=0.93,
+            level_max=24,
+        ),
+        Claim(
+            "figure8_interpolation",
+            "every time gap up to 24 months: MSE < 0.004",
+            _sel(stratum=gap),
+            "mse",
+            kind="below",
+            value=0.004,
+            level_max=24,
+        ),
     ]
 
 
@@ -178,8 +317,9 @@ def judge(claim: Claim, frame: pd.DataFrame | None) -> tuple[str, str]:
                 verdicts.append(("reproduced", f"reproduced: the paper's {_fmt(claim.value)} lies in {said}"))
             else:
                 side = "above" if lo > claim.value else "below"
-                verdicts.append(("not reproduced", f"not reproduced: {said} lies {side} the paper's "
-                                                   f"{_fmt(claim.value)}"))
+                verdicts.append(
+                    ("not reproduced", f"not reproduced: {said} lies {side} the paper's {_fmt(claim.value)}")
+                )
         else:
             holds = lo > claim.value if claim.kind == "above" else hi < claim.value
             fails = hi < claim.value if claim.kind == "above" else lo > claim.value
@@ -198,16 +338,21 @@ def judge(claim: Claim, frame: pd.DataFrame | None) -> tuple[str, str]:
 
 def claims_report(frames: dict[str, pd.DataFrame | None], confidence: str = "95 %") -> list[str]:
     """Markdown lines: per table, each claim with its verdict in words, and a count."""
-    lines = [f"Each number the paper reports is checked against this run's {confidence} subject-level bootstrap "
-             "interval (test split). 'reproduced': the paper's value lies inside our interval (or, for a "
-             "threshold or a comparison, our interval lies on the paper's side); 'not reproduced': our interval "
-             "excludes it; 'undecided': the interval is too wide to tell.", ""]
+    lines = [
+        f"Each number the paper reports is checked against this run's {confidence} subject-level bootstrap "
+        "interval (test split). 'reproduced': the paper's value lies inside our interval (or, for a "
+        "threshold or a comparison, our interval lies on the paper's side); 'not reproduced': our interval "
+        "excludes it; 'undecided': the interval is too wide to tell.",
+        "",
+    ]
     for table in dict.fromkeys(c.table for c in CLAIMS):
         if table not in frames:
             continue
         judged = [(c, *judge(c, frames[table])) for c in CLAIMS if c.table == table]
-        counts = {v: sum(1 for _, verdict, _ in judged if verdict == v)
-                  for v in ("reproduced", "not reproduced", "undecided", "not measured")}
+        counts = {
+            v: sum(1 for _, verdict, _ in judged if verdict == v)
+            for v in ("reproduced", "not reproduced", "undecided", "not measured")
+        }
         summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
         lines += [f"**{table}** ({summary}):", ""]
         lines += [f"- {c.text}: {sentence}" for c, verdict, sentence in judged if verdict != "not measured"]

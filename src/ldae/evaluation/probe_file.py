@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from ldae.models.official_encoder import PROBE_FORMAT, probe_from_official
 from ldae.files import atomic_output
+from ldae.models.official_encoder import PROBE_FORMAT, probe_from_official
 
 from .probes import LinearProbe
 
@@ -36,13 +36,17 @@ def probe_state(probe: LinearProbe, positive_class: str = "CN", origin: str = ""
     """The probe-file dict of a fitted probe."""
     scaler = probe.scaler
     return {
-        "format": PROBE_FORMAT, "task": probe.task, "positive_class": str(positive_class),
-        "labels": f"positive class {positive_class} = 1", "origin": origin,
+        "format": PROBE_FORMAT,
+        "task": probe.task,
+        "positive_class": str(positive_class),
+        "labels": f"positive class {positive_class} = 1",
+        "origin": origin,
         "feature_mean": torch.as_tensor(np.asarray(scaler.mean_, dtype=np.float64)),
         "feature_std": torch.as_tensor(np.asarray(scaler.scale_, dtype=np.float64)),
         "weight": probe.layer.weight.detach().to(torch.float32).clone(),
         "bias": probe.layer.bias.detach().to(torch.float32).clone(),
-        "target_offset": float(probe.y_offset), "target_scale": float(probe.y_scale),
+        "target_offset": float(probe.y_offset),
+        "target_scale": float(probe.y_scale),
     }
 
 
@@ -51,7 +55,7 @@ def _scaler(mean: torch.Tensor, std: torch.Tensor) -> StandardScaler:
     scaler = StandardScaler()
     scaler.mean_ = mean.numpy().astype(np.float64)
     scaler.scale_ = std.numpy().astype(np.float64)
-    scaler.var_ = scaler.scale_ ** 2
+    scaler.var_ = scaler.scale_**2
     scaler.n_features_in_ = int(mean.numel())
     scaler.n_samples_seen_ = np.int64(0)  # unknown (the statistics were given, not fitted here)
     return scaler
@@ -60,8 +64,10 @@ def _scaler(mean: torch.Tensor, std: torch.Tensor) -> StandardScaler:
 def _checked(state: Any, source: str) -> Mapping[str, Any]:
     if not isinstance(state, Mapping) or state.get("format") != PROBE_FORMAT:
         found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(f"{source}: not a probe file of format {PROBE_FORMAT!r} (found {found!r}); write one with "
-                         "ldae.evaluation.probe_file.save_probe or write_official_probe")
+        raise ValueError(
+            f"{source}: not a probe file of format {PROBE_FORMAT!r} (found {found!r}); write one with "
+            "ldae.evaluation.probe_file.save_probe or write_official_probe"
+        )
     for key, ndim in _TENSORS.items():
         if not isinstance(state.get(key), torch.Tensor) or state[key].ndim != ndim:
             raise ValueError(f"{source}: '{key}' must be a {ndim}-D tensor")
@@ -74,19 +80,27 @@ def _checked(state: Any, source: str) -> Mapping[str, Any]:
     return state
 
 
-def probe_from_state(state: Mapping[str, Any], source: str = "probe state",
-                     positive_class: str | None = None) -> LinearProbe:
+def probe_from_state(
+    state: Mapping[str, Any], source: str = "probe state", positive_class: str | None = None
+) -> LinearProbe:
     """The :class:`LinearProbe` of a probe-file dict; ``positive_class`` given: it must be the file's."""
     state = _checked(state, source)
     if positive_class is not None and state["positive_class"] != positive_class:
-        raise ValueError(f"{source}: the probe's positive class is {state['positive_class']!r}, the config's "
-                         f"evaluation.probe.positive_class is {positive_class!r}: make them agree")
+        raise ValueError(
+            f"{source}: the probe's positive class is {state['positive_class']!r}, the config's "
+            f"evaluation.probe.positive_class is {positive_class!r}: make them agree"
+        )
     layer = torch.nn.Linear(state["weight"].shape[1], 1)
     with torch.no_grad():
         layer.weight.copy_(state["weight"])
         layer.bias.copy_(state["bias"])
-    return LinearProbe(_scaler(state["feature_mean"], state["feature_std"]), layer, state["task"],
-                       float(state["target_offset"]), float(state["target_scale"]))
+    return LinearProbe(
+        _scaler(state["feature_mean"], state["feature_std"]),
+        layer,
+        state["task"],
+        float(state["target_offset"]),
+        float(state["target_scale"]),
+    )
 
 
 def save_probe(probe: LinearProbe, path: str | os.PathLike, positive_class: str = "CN", origin: str = "") -> None:
@@ -102,17 +116,20 @@ def load_probe(path: str | os.PathLike, positive_class: str | None = None) -> Li
     return probe_from_state(read_tensor_file(path, "a probe file"), os.fspath(path), positive_class)
 
 
-def write_official_probe(classifier: str | os.PathLike, mean: str | os.PathLike, std: str | os.PathLike,
-                         out: str | os.PathLike) -> LinearProbe:
+def write_official_probe(
+    classifier: str | os.PathLike, mean: str | os.PathLike, std: str | os.PathLike, out: str | os.PathLike
+) -> LinearProbe:
     """Our probe file ``out`` from the authors' ``disease_classifier.ckpt`` (Lightning checkpoint or plain state
     dict of a Linear(768 -> 1)), ``semantic_mean.pt`` and ``semantic_std.pt``; returns the probe."""
     from ldae.models.io import read_tensor_file
 
     what = "the authors' AD-vs-CN probe (a Linear(768 -> 1) checkpoint)"
-    state = probe_from_official(read_tensor_file(classifier, what),
-                                read_tensor_file(mean, "the authors' y_sem z-score mean (semantic_mean.pt)"),
-                                read_tensor_file(std, "the authors' y_sem z-score std (semantic_std.pt)"),
-                                os.fspath(classifier))
+    state = probe_from_official(
+        read_tensor_file(classifier, what),
+        read_tensor_file(mean, "the authors' y_sem z-score mean (semantic_mean.pt)"),
+        read_tensor_file(std, "the authors' y_sem z-score std (semantic_std.pt)"),
+        os.fspath(classifier),
+    )
     with atomic_output(out) as tmp:
         torch.save(state, tmp)
     return probe_from_state(state, os.fspath(out))

@@ -72,8 +72,13 @@ class ProbeSplits:
         return {k: len(v) for k, v in self.y.items()}
 
 
-def probe_splits(table: pd.DataFrame, features: np.ndarray, task: str, positive_class: str = "CN",
-                 age_diagnoses: Sequence[str] = ("CN", "MCI", "AD")) -> ProbeSplits:
+def probe_splits(
+    table: pd.DataFrame,
+    features: np.ndarray,
+    task: str,
+    positive_class: str = "CN",
+    age_diagnoses: Sequence[str] = ("CN", "MCI", "AD"),
+) -> ProbeSplits:
     """Select rows for ``task`` ('ad' or 'age') and split them: probe_train, probe_val (training subjects) and
     test. ``table`` (one row per row of ``features``) needs diagnosis, age, split, probe_split, participant_id."""
     if len(table) != len(features):
@@ -113,9 +118,17 @@ class LinearProbe:
     """A fitted probe: z-scoring (training statistics), one linear layer, and the target scaling (regression:
     prediction = output * ``y_scale`` + ``y_offset``)."""
 
-    def __init__(self, scaler: StandardScaler, layer: torch.nn.Linear, task: str,
-                 y_offset: float = 0.0, y_scale: float = 1.0, history: pd.DataFrame | None = None,
-                 best_epoch: int = 0, selection: str = "") -> None:
+    def __init__(
+        self,
+        scaler: StandardScaler,
+        layer: torch.nn.Linear,
+        task: str,
+        y_offset: float = 0.0,
+        y_scale: float = 1.0,
+        history: pd.DataFrame | None = None,
+        best_epoch: int = 0,
+        selection: str = "",
+    ) -> None:
         self.scaler, self.layer, self.task = scaler, layer, task
         self.y_offset, self.y_scale = y_offset, y_scale
         self.history = history if history is not None else pd.DataFrame()
@@ -178,10 +191,20 @@ def _target_scaling(y_train: np.ndarray, how: str) -> tuple[float, float]:
     raise ValueError(f"evaluation.probe.age_target must be one of {list(TARGET_SCALINGS)}, got {how!r}")
 
 
-def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                       task: str, lr: float = 1e-3, epochs: int = 200, batch_size: int = 32,
-                       optimizer: str | None = None, seed: int = 0, selection: str | None = None,
-                       target_scaling: str = "minmax") -> LinearProbe:
+def train_linear_probe(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    task: str,
+    lr: float = 1e-3,
+    epochs: int = 200,
+    batch_size: int = 32,
+    optimizer: str | None = None,
+    seed: int = 0,
+    selection: str | None = None,
+    target_scaling: str = "minmax",
+) -> LinearProbe:
     """Fit one linear layer on z-scored features; keep the epoch that :func:`select_epoch` picks.
 
     ``task``: 'classification' (BCE, Adam by default; ``selection`` 'mcc' by default or 'loss') or 'regression'
@@ -240,7 +263,7 @@ def train_linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarr
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             opt.zero_grad()
             loss = loss_fn(layer(Xt[idx])[:, 0], yt[idx])
             loss.backward()
@@ -283,8 +306,9 @@ def _weighted_auc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) 
     return np.where((pos.sum(1) > 0) & (neg.sum(1) > 0), auc, np.nan)
 
 
-def weighted_classification_metrics(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray,
-                                    threshold: float = 0.5) -> dict[str, np.ndarray]:
+def weighted_classification_metrics(
+    y_true: np.ndarray, score: np.ndarray, weights: np.ndarray, threshold: float = 0.5
+) -> dict[str, np.ndarray]:
     """:func:`classification_metrics` of the data set in which row i appears ``weights[r, i]`` times, for every row
     r of ``weights`` ``(R, n)`` at once (the bootstrap; equal to scikit-learn on the repeated rows, tested)."""
     positive = np.asarray(y_true).astype(bool)
@@ -310,13 +334,15 @@ def weighted_regression_metrics(y_true: np.ndarray, pred: np.ndarray, weights: n
     error = np.asarray(pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     total = w.sum(1)
-    return {"MAE": w @ np.abs(error) / total, "RMSE": np.sqrt(w @ error ** 2 / total)}
+    return {"MAE": w @ np.abs(error) / total, "RMSE": np.sqrt(w @ error**2 / total)}
 
 
 def regression_metrics(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE and RMSE in the target's units (years) (scikit-learn)."""
-    return {"MAE": float(skm.mean_absolute_error(y_true, pred)),
-            "RMSE": float(skm.root_mean_squared_error(y_true, pred))}
+    return {
+        "MAE": float(skm.mean_absolute_error(y_true, pred)),
+        "RMSE": float(skm.root_mean_squared_error(y_true, pred)),
+    }
 
 
 TRIVIAL_ROW = "Trivial: probe_train majority class / mean age"
@@ -326,11 +352,15 @@ def probe_options(cfg: dict, kind: str) -> dict:
     """``train_linear_probe`` keyword arguments from the ``evaluation.probe`` section (+ seed) for 'classification'
     or 'regression'."""
     if cfg["classifier_selection"] not in SELECTIONS["classification"]:
-        raise ValueError(f"evaluation.probe.classifier_selection must be one of {list(SELECTIONS['classification'])}"
-                         f" (mcc: the authors' code), got {cfg['classifier_selection']!r}")
+        raise ValueError(
+            f"evaluation.probe.classifier_selection must be one of {list(SELECTIONS['classification'])}"
+            f" (mcc: the authors' code), got {cfg['classifier_selection']!r}"
+        )
     if cfg["age_target"] not in TARGET_SCALINGS:
-        raise ValueError(f"evaluation.probe.age_target must be one of {list(TARGET_SCALINGS)} (minmax: the authors' "
-                         f"code), got {cfg['age_target']!r}")
+        raise ValueError(
+            f"evaluation.probe.age_target must be one of {list(TARGET_SCALINGS)} (minmax: the authors' "
+            f"code), got {cfg['age_target']!r}"
+        )
     common = {"lr": float(cfg["lr"]), "batch_size": int(cfg["batch_size"]), "seed": int(cfg["seed"])}
     if kind == "classification":
         return {**common, "epochs": int(cfg["classifier_epochs"]), "selection": str(cfg["classifier_selection"])}
@@ -344,8 +374,9 @@ def trivial_scores(data: ProbeSplits, kind: str) -> np.ndarray:
     return np.full(len(data.y["test"]), float(np.mean(data.y["probe_train"])))
 
 
-def reported_metrics(kind: str, y_true: np.ndarray, score: np.ndarray, subjects: np.ndarray,
-                 bootstrap: BootstrapSettings | None = None) -> dict[str, float]:
+def reported_metrics(
+    kind: str, y_true: np.ndarray, score: np.ndarray, subjects: np.ndarray, bootstrap: BootstrapSettings | None = None
+) -> dict[str, float]:
     """Test-split metrics and, with ``bootstrap``, their subject-level intervals (``<metric>_ci_low/_ci_high``)."""
     y_true, score = np.asarray(y_true), np.asarray(score)
     if kind == "classification":
@@ -359,28 +390,46 @@ def reported_metrics(kind: str, y_true: np.ndarray, score: np.ndarray, subjects:
     return values
 
 
-def run_probes(table: pd.DataFrame, features: dict[str, np.ndarray], rows: dict[str, dict[str, str]],
-               lr: float = 1e-3, classifier_epochs: int = 200, regressor_epochs: int = 1000,
-               batch_size: int = 32, seed: int = 0, positive_class: str = "CN",
-               age_diagnoses: Sequence[str] = ("CN", "MCI", "AD"), classifier_selection: str = "mcc",
-               age_target: str = "minmax", bootstrap: BootstrapSettings | None = None, trivial: bool = True,
-               ) -> tuple[pd.DataFrame, dict[str, LinearProbe], pd.DataFrame]:
+def run_probes(
+    table: pd.DataFrame,
+    features: dict[str, np.ndarray],
+    rows: dict[str, dict[str, str]],
+    lr: float = 1e-3,
+    classifier_epochs: int = 200,
+    regressor_epochs: int = 1000,
+    batch_size: int = 32,
+    seed: int = 0,
+    positive_class: str = "CN",
+    age_diagnoses: Sequence[str] = ("CN", "MCI", "AD"),
+    classifier_selection: str = "mcc",
+    age_target: str = "minmax",
+    bootstrap: BootstrapSettings | None = None,
+    trivial: bool = True,
+) -> tuple[pd.DataFrame, dict[str, LinearProbe], pd.DataFrame]:
     """Table 7. ``features[name]`` is aligned with ``table``; ``rows`` maps a table row label to the feature set
     of each task, e.g. ``{"LDAE": {"ad": "ldae", "age": "ldae"}}``. ``trivial`` adds :data:`TRIVIAL_ROW`;
     ``bootstrap`` adds subject-level intervals of every metric. Returns (table, fitted probes keyed
     '<row>/<task>', per-epoch histories). A probe without enough data (:class:`ProbeDataError`) gives n/a and
     the reason in the ``note`` column."""
-    cfg = {"lr": lr, "batch_size": batch_size, "seed": seed, "classifier_epochs": classifier_epochs,
-           "classifier_selection": classifier_selection, "regressor_epochs": regressor_epochs,
-           "age_target": age_target}
+    cfg = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "classifier_epochs": classifier_epochs,
+        "classifier_selection": classifier_selection,
+        "regressor_epochs": regressor_epochs,
+        "age_target": age_target,
+    }
     sources = dict(rows)
     if trivial:
         sources[TRIVIAL_ROW] = {"ad": "__trivial__", "age": "__trivial__"}
     records, probes, histories = [], {}, []
     for label, source in sources.items():
         record: dict[str, object] = {"Model": label}
-        for task, kind, columns in (("ad", "classification", CLASSIFICATION_COLUMNS),
-                                    ("age", "regression", REGRESSION_COLUMNS)):
+        for task, kind, columns in (
+            ("ad", "classification", CLASSIFICATION_COLUMNS),
+            ("age", "regression", REGRESSION_COLUMNS),
+        ):
             name = source.get(task)
             if name != "__trivial__" and (name is None or name not in features):
                 record.update({c: float("nan") for c in columns})
@@ -395,26 +444,41 @@ def run_probes(table: pd.DataFrame, features: dict[str, np.ndarray], rows: dict[
             if name == "__trivial__":
                 score = trivial_scores(data, kind)
             else:
-                probe = train_linear_probe(data.X["probe_train"], data.y["probe_train"], data.X["probe_val"],
-                                           data.y["probe_val"], kind, **probe_options(cfg, kind))
-                score = probe.predict_proba(data.X["test"]) if kind == "classification" else probe.decision(
-                    data.X["test"])
+                probe = train_linear_probe(
+                    data.X["probe_train"],
+                    data.y["probe_train"],
+                    data.X["probe_val"],
+                    data.y["probe_val"],
+                    kind,
+                    **probe_options(cfg, kind),
+                )
+                score = (
+                    probe.predict_proba(data.X["test"]) if kind == "classification" else probe.decision(data.X["test"])
+                )
                 record[f"{task}_best_epoch"] = probe.best_epoch
                 probes[f"{label}/{task}"] = probe
                 histories.append(probe.history.assign(model=label, task=task, features=name))
             record.update(reported_metrics(kind, data.y["test"], score, data.subjects["test"], bootstrap))
             sizes = data.sizes()
-            record.update({f"{task}_n_train": sizes["probe_train"], f"{task}_n_val": sizes["probe_val"],
-                           f"{task}_n_test": sizes["test"],
-                           f"{task}_n_test_subjects": len(set(data.subjects["test"]))})
+            record.update(
+                {
+                    f"{task}_n_train": sizes["probe_train"],
+                    f"{task}_n_val": sizes["probe_val"],
+                    f"{task}_n_test": sizes["test"],
+                    f"{task}_n_test_subjects": len(set(data.subjects["test"])),
+                }
+            )
         records.append(record)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return pd.DataFrame(records), probes, history
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-ROW_SOURCES = {"LDAE": {"ad": "ldae", "age": "ldae"}, "DAE": {"ad": "dae", "age": "dae"},
-               "Supervised encoder": {"ad": "supervised_ad", "age": "supervised_age"}}
+ROW_SOURCES = {
+    "LDAE": {"ad": "ldae", "age": "ldae"},
+    "DAE": {"ad": "dae", "age": "dae"},
+    "Supervised encoder": {"ad": "supervised_ad", "age": "supervised_age"},
+}
 
 
 def embedding_table(sessions, splits, embeddings: dict) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -445,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", required=True, type=Path, help="results/figures/figure5_lda.png")
     args = parser.parse_args(argv)
     verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.probe", args.config, shared=('seed', 'bootstrap'))
+    cfg = verbs.section("evaluation.probe", args.config, shared=("seed", "bootstrap"))
     embeddings = {}
     for item in args.embeddings:
         name, _, path = item.partition("=")
@@ -454,10 +518,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = {label: src for label, src in ROW_SOURCES.items() if any(v in features for v in src.values())}
     boot = bootstrap_settings(cfg["bootstrap"], int(cfg["seed"]))
     result, probes, history = run_probes(
-        table, features, rows, lr=float(cfg["lr"]), classifier_epochs=int(cfg["classifier_epochs"]),
-        regressor_epochs=int(cfg["regressor_epochs"]), batch_size=int(cfg["batch_size"]), seed=int(cfg["seed"]),
-        positive_class=str(cfg["positive_class"]), age_diagnoses=cfg["age_diagnoses"],
-        classifier_selection=str(cfg["classifier_selection"]), age_target=str(cfg["age_target"]), bootstrap=boot)
+        table,
+        features,
+        rows,
+        lr=float(cfg["lr"]),
+        classifier_epochs=int(cfg["classifier_epochs"]),
+        regressor_epochs=int(cfg["regressor_epochs"]),
+        batch_size=int(cfg["batch_size"]),
+        seed=int(cfg["seed"]),
+        positive_class=str(cfg["positive_class"]),
+        age_diagnoses=cfg["age_diagnoses"],
+        classifier_selection=str(cfg["classifier_selection"]),
+        age_target=str(cfg["age_target"]),
+        bootstrap=boot,
+    )
     metric_cols = [*CLASSIFICATION_COLUMNS, *REGRESSION_COLUMNS]
     paper_cols = main_cols = ["Model", *metric_cols]
     if "note" in result.columns:
@@ -468,10 +542,16 @@ def main(argv: list[str] | None = None) -> int:
         sizes += f" ({len(set(ad.subjects['test']))} test subjects)"
     except ProbeDataError as error:
         sizes = f"too few ({error})"
-    selection = ("the epoch with the best probe_val MCC (ties: lower probe_val BCE, then the earlier epoch)"
-                 if cfg["classifier_selection"] == "mcc" else "the epoch with the lowest probe_val BCE")
-    target = ("min-max scaled with the probe_train min/max" if cfg["age_target"] == "minmax"
-              else "z-scored with the probe_train mean/sd")
+    selection = (
+        "the epoch with the best probe_val MCC (ties: lower probe_val BCE, then the earlier epoch)"
+        if cfg["classifier_selection"] == "mcc"
+        else "the epoch with the lowest probe_val BCE"
+    )
+    target = (
+        "min-max scaled with the probe_train min/max"
+        if cfg["age_target"] == "minmax"
+        else "z-scored with the probe_train mean/sd"
+    )
     notes = [
         f"AD vs CN: {sizes} sessions (probe_train / probe_val / test); positive class "
         f"{cfg['positive_class']} (authors' code: AD = 0, CN = 1); threshold 0.5 on the probability.",
@@ -479,15 +559,20 @@ def main(argv: list[str] | None = None) -> int:
         f" epochs, {selection}; age: MSE + SGD, {cfg['regressor_epochs']} epochs, target {target}, the epoch with "
         f"the lowest probe_val RMSE; lr {cfg['lr']}, batch {cfg['batch_size']}; metrics on the test split "
         "(scikit-learn).",
-        f"[low, high]: {boot.describe()}; the probes are trained once (the interval is the test-sampling "
-        "uncertainty).",
+        f"[low, high]: {boot.describe()}; the probes are trained once (the interval is the test-sampling uncertainty).",
         f"{TRIVIAL_ROW}: a constant from probe_train (the majority class: MCC 0, ROC-AUC 0.5; the mean age) - what "
         "an embedding has to beat.",
         "Supervised encoder: the encoder trained end-to-end on the label (one per task), probed the same way.",
         "MAE / RMSE in years.",
     ]
-    write_table(result, args.table, notes=notes, md_columns=main_cols, paper=pd.DataFrame(TABLE7)[paper_cols],
-                intervals=metric_cols)
+    write_table(
+        result,
+        args.table,
+        notes=notes,
+        md_columns=main_cols,
+        paper=pd.DataFrame(TABLE7)[paper_cols],
+        intervals=metric_cols,
+    )
     files.write_tsv(history, args.history, na_rep="")
     panels = {}
     train = ((table.split == "train") & (table.probe_split == "probe_train")).to_numpy()
@@ -495,8 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, src in rows.items():
         name = src["ad"]
         if name in features:
-            panels[label] = (features[name][train], table.diagnosis[train].to_numpy(), features[name][test],
-                             table.diagnosis[test].to_numpy())
+            panels[label] = (
+                features[name][train],
+                table.diagnosis[train].to_numpy(),
+                features[name][test],
+                table.diagnosis[test].to_numpy(),
+            )
     figure5_lda(panels, args.figure)
     print(result[main_cols].to_string(index=False))
     return 0

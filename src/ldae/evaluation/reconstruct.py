@@ -22,10 +22,10 @@ import torch
 from ldae import files, verbs
 from ldae.data.images import image_reader, records_of
 from ldae.models import io
+from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise
 
 from .bootstrap import BootstrapSettings, bootstrap_settings, mean_interval
 from .metrics import ImageMetrics
-from ldae.models.pipelines import DAEPipeline, LDAEPipeline, seeded_noise
 
 __all__ = ["ROWS", "reconstruction_study", "summarise_reconstruction"]
 
@@ -62,8 +62,17 @@ def reconstruction_study(
         keep = max(0, min(b, keep_examples - index))
         ids = [{"participant_id": r["participant_id"], "session_id": r["session_id"]} for r in records]
 
-        def add(model: str, encoding: str, steps, pred: torch.Tensor, target: torch.Tensor, size: int,
-                _ids=ids, _keep=keep, _index=index) -> None:
+        def add(
+            model: str,
+            encoding: str,
+            steps,
+            pred: torch.Tensor,
+            target: torch.Tensor,
+            size: int,
+            _ids=ids,
+            _keep=keep,
+            _index=index,
+        ) -> None:
             for rid, values in zip(_ids, metrics(pred, target, offset=_index)):
                 rows.append({**rid, "model": model, "encoding": encoding, "T": steps, "code_size": size, **values})
             if _keep:
@@ -85,8 +94,7 @@ def reconstruction_study(
                 add("LDDIM", "encoded x_T", steps, ldae.decode(ldae.sample(xt_u, None, steps)), x, zsize)
                 add("LDAE", "(a) y_sem + noise x_T", steps, ldae.decode(ldae.sample(noise, y, steps)), x, ysize)
                 xt = ldae.invert(z, y, steps)
-                add("LDAE", "(b) y_sem + encoded x_T", steps, ldae.decode(ldae.sample(xt, y, steps)), x,
-                    ysize + zsize)
+                add("LDAE", "(b) y_sem + encoded x_T", steps, ldae.decode(ldae.sample(xt, y, steps)), x, ysize + zsize)
         if dae is not None:
             xd = dae.resize(images)
             y = dae.dae.encode(xd)
@@ -94,8 +102,14 @@ def reconstruction_study(
             noise = torch.cat([seeded_noise((1, *xd.shape[1:]), seed + 7919 + index + i) for i in range(b)]).to(xd)
             for steps in steps_list:
                 add("DAE", "(a) y_sem + noise x_T", steps, dae.sample(noise, y, steps), xd, ysize)
-                add("DAE", "(b) y_sem + encoded x_T", steps, dae.sample(dae.invert(xd, y, steps), y, steps), xd,
-                    ysize + vsize)
+                add(
+                    "DAE",
+                    "(b) y_sem + encoded x_T",
+                    steps,
+                    dae.sample(dae.invert(xd, y, steps), y, steps),
+                    xd,
+                    ysize + vsize,
+                )
         index += b
     return pd.DataFrame(rows), {k: np.stack(v) for k, v in examples.items()}
 
@@ -108,14 +122,22 @@ def summarise_reconstruction(per_session: pd.DataFrame, bootstrap: BootstrapSett
     frame = per_session.copy()
     frame["T"] = frame["T"].astype(str)
     grouped = frame.groupby(["model", "encoding", "T"], sort=False)
-    out = grouped.agg(code_size=("code_size", "first"), n=("ssim", "size"),
-                      SSIM=("ssim", "mean"), SSIM_sd=("ssim", "std"),
-                      LPIPS=("lpips", "mean"), LPIPS_sd=("lpips", "std"),
-                      MSE=("mse", "mean"), MSE_sd=("mse", "std")).reset_index()
+    out = grouped.agg(
+        code_size=("code_size", "first"),
+        n=("ssim", "size"),
+        SSIM=("ssim", "mean"),
+        SSIM_sd=("ssim", "std"),
+        LPIPS=("lpips", "mean"),
+        LPIPS_sd=("lpips", "std"),
+        MSE=("mse", "mean"),
+        MSE_sd=("mse", "std"),
+    ).reset_index()
     if bootstrap is not None:
         for metric, column in (("SSIM", "ssim"), ("LPIPS", "lpips"), ("MSE", "mse")):
-            by_key = {key: mean_interval(group[column].to_numpy(float), group.participant_id.to_numpy(), bootstrap)
-                      for key, group in grouped}
+            by_key = {
+                key: mean_interval(group[column].to_numpy(float), group.participant_id.to_numpy(), bootstrap)
+                for key, group in grouped
+            }
             bounds = [by_key[key] for key in zip(out.model, out.encoding, out["T"])]
             out[f"{metric}_ci_low"] = [b[0] for b in bounds]
             out[f"{metric}_ci_high"] = [b[1] for b in bounds]
@@ -138,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     from .paper import TABLE6
     from .tables import write_table
 
-    parser = runtime.base_parser("reconstruct", "Table 6: SSIM / LPIPS / MSE at T = 10/20/50/100 (test split)", images=True)
+    parser = runtime.base_parser(
+        "reconstruct", "Table 6: SSIM / LPIPS / MSE at T = 10/20/50/100 (test split)", images=True
+    )
     runtime.add_ldae_args(parser)
     parser.add_argument("--dae", type=Path, default=None, help="model folder of rule train_dae (DAE rows)")
     parser.add_argument("--table", required=True, type=Path)
@@ -146,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args(argv)
     verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.reconstruction", args.config, shared=('seed', 'lpips_weights', 'bootstrap'))
+    cfg = verbs.section("evaluation.reconstruction", args.config, shared=("seed", "lpips_weights", "bootstrap"))
     dev = runtime.device()
     table = records_of(args)
     test = table[table.split == "test"].sort_values(["participant_id", "months"])
@@ -157,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         from .figures import placeholder_figure
 
         message = "no test session passed preprocessing QC: nothing to reconstruct"
-        write_table(pd.DataFrame([{"Model": "n/a", "n": 0}]), args.table, notes=[message],
-                    paper=pd.DataFrame(TABLE6))
-        files.write_tsv(pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]),
-                        args.per_session)
+        write_table(pd.DataFrame([{"Model": "n/a", "n": 0}]), args.table, notes=[message], paper=pd.DataFrame(TABLE6))
+        files.write_tsv(
+            pd.DataFrame(columns=["participant_id", "session_id", "model", "encoding", "T"]), args.per_session
+        )
         placeholder_figure(args.figure, message)
         print(message)
         return 0
@@ -169,9 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     lpips = LPIPS(cfg["lpips_weights"] or None, seed=int(cfg["seed"]), device=dev)
     load = image_reader(verbs.parse_config_arg(args.images))
     steps = [int(s) for s in cfg["steps"]]
-    per, examples = reconstruction_study(iterate_batches(test.to_dict("records"), load, cfg["batch_size"]), steps,
-                                         ImageMetrics(lpips), ldae=ldae, dae=dae, seed=int(cfg["seed"]),
-                                         keep_examples=int(cfg["examples"]))
+    per, examples = reconstruction_study(
+        iterate_batches(test.to_dict("records"), load, cfg["batch_size"]),
+        steps,
+        ImageMetrics(lpips),
+        ldae=ldae,
+        dae=dae,
+        seed=int(cfg["seed"]),
+        keep_examples=int(cfg["examples"]),
+    )
     boot = bootstrap_settings(cfg["bootstrap"], int(cfg["seed"]))
     summary = summarise_reconstruction(per, boot)
     notes = [
@@ -179,15 +209,22 @@ def main(argv: list[str] | None = None) -> int:
         f"[low, high]: {boot.describe()}.",
         "SSIM: 3-D, Gaussian kernel 3, sigma 1.5, data range 1 (MONAI); MSE (MONAI); LPIPS: SqueezeNet, 50% of the "
         "slices per axis (seeded), summed over the axes (MONAI PerceptualLoss)"
-        + ("" if lpips.available else " - n/a: no local LPIPS weights (evaluation.lpips_weights)") + ".",
+        + ("" if lpips.available else " - n/a: no local LPIPS weights (evaluation.lpips_weights)")
+        + ".",
         "Reference: the preprocessed input scan (DAE rows: resized to the DAE's resolution). Code size = floats in "
         "the representation (the paper counts latent positions: 5,120 = 16x20x16).",
         "(a) x_T drawn from N(0, I), seeded per session; (b) x_T from deterministic DDIM inversion (eta 0) with the "
         "same T; LDDIM: the frozen unconditional LDM.",
     ]
     cols = ["Model", "Encoding", "Code size", "T", "SSIM", "LPIPS", "MSE"]
-    write_table(summary, args.table, notes=notes, md_columns=cols, paper=pd.DataFrame(TABLE6),
-                intervals=["SSIM", "LPIPS", "MSE"])
+    write_table(
+        summary,
+        args.table,
+        notes=notes,
+        md_columns=cols,
+        paper=pd.DataFrame(TABLE6),
+        intervals=["SSIM", "LPIPS", "MSE"],
+    )
     files.write_tsv(per, args.per_session)
     if examples:
         reconstruction_examples(examples, args.figure)

@@ -22,33 +22,40 @@ __all__ = ["build_readme", "main"]
 
 GUIDE = {
     "table5_efficiency": "Seconds per reconstruction and parameter counts, LDAE vs the voxel-space DAE, measured in "
-                         "one job on one device. The headline is the speed-up column (paper: 20x).",
+    "one job on one device. The headline is the speed-up column (paper: 20x).",
     "table6_reconstruction": "How well each representation reconstructs a test scan. Higher SSIM, lower LPIPS/MSE is "
-                             "better. (a) rows decode from random noise (only y_sem carries the scan), (b) rows "
-                             "from the DDIM-inverted x_T; T is the number of DDIM steps.",
+    "better. (a) rows decode from random noise (only y_sem carries the scan), (b) rows "
+    "from the DDIM-inverted x_T; T is the number of DDIM steps.",
     "table7_linear_probes": "Linear probes on frozen embeddings: AD vs CN (classification metrics, higher is "
-                            "better) and age (MAE/RMSE in years, lower is better). [low, high] is the 95 % "
-                            "subject-level bootstrap interval. The trivial row (probe_train majority class / mean "
-                            "age) is what an embedding has to beat: ROC-AUC 0.5, MCC 0.",
+    "better) and age (MAE/RMSE in years, lower is better). [low, high] is the 95 % "
+    "subject-level bootstrap interval. The trivial row (probe_train majority class / mean "
+    "age) is what an embedding has to beat: ROC-AUC 0.5, MCC 0.",
     "figure8_interpolation": "Generated intermediate visits vs the AE reconstruction of the real visit, by time "
-                             "gap, prediction gap and relative position; nearest_* is the do-nothing reference "
-                             "(the closest visit, unchanged).",
+    "gap, prediction gap and relative position; nearest_* is the do-nothing reference "
+    "(the closest visit, unchanged).",
     "figure67_manipulation": "Moving y_sem along the AD-vs-CN probe direction: the probe's probability on the "
-                             "shifted code and on the re-encoded decoded scan, and how much the scan changed.",
+    "shifted code and on the re-encoded decoded scan, and how much the scan changed.",
 }
 
 
-def build_readme(tables: dict[str, Path], figures: dict[str, Path], out: Path, title: str = "Results",
-                 confidence: float = 0.95) -> str:
+def build_readme(
+    tables: dict[str, Path], figures: dict[str, Path], out: Path, title: str = "Results", confidence: float = 0.95
+) -> str:
     """The README text; table markdown files are included verbatim, the paper's claims are judged against the
     sibling TSVs (``<stem>.tsv``), figure paths are made relative to ``out``."""
-    lines = [f"# {title}", "",
-             "Every number below comes out of a workflow rule (results/tables/*.tsv hold full precision, 'n/a' "
-             "marks a value that could not be computed, e.g. LPIPS without local weights). Each table shows this "
-             "run first and the paper's numbers (Lozupone et al. 2025) below it; [low, high] after a test-split "
-             f"number is its {confidence:.0%} subject-level bootstrap interval.", ""]
-    frames = {stem: (read_table(Path(path).with_suffix(".tsv")) if Path(path).with_suffix(".tsv").is_file()
-                     else None) for stem, path in tables.items()}
+    lines = [
+        f"# {title}",
+        "",
+        "Every number below comes out of a workflow rule (results/tables/*.tsv hold full precision, 'n/a' "
+        "marks a value that could not be computed, e.g. LPIPS without local weights). Each table shows this "
+        "run first and the paper's numbers (Lozupone et al. 2025) below it; [low, high] after a test-split "
+        f"number is its {confidence:.0%} subject-level bootstrap interval.",
+        "",
+    ]
+    frames = {
+        stem: (read_table(Path(path).with_suffix(".tsv")) if Path(path).with_suffix(".tsv").is_file() else None)
+        for stem, path in tables.items()
+    }
     lines += ["## The paper's claims in this run", "", *claims_report(frames, f"{confidence:.0%}")]
     for stem, path in tables.items():
         path = Path(path)

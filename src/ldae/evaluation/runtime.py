@@ -25,8 +25,12 @@ def base_parser(verb: str, description: str, images: bool = False) -> argparse.A
 
 
 def add_ldae_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    for name, what in (("autoencoder", "train_autoencoder"), ("latents", "encode_latents"), ("ldm", "train_ldm"),
-                       ("ldae", "train_ldae")):
+    for name, what in (
+        ("autoencoder", "train_autoencoder"),
+        ("latents", "encode_latents"),
+        ("ldm", "train_ldm"),
+        ("ldae", "train_ldae"),
+    ):
         parser.add_argument(f"--{name}", required=required, type=Path, help=f"model folder of rule {what}")
     add_ddim_arg(parser)  # every verb that loads the LDAE chain runs DDIM with the `ddim` section
 

@@ -16,8 +16,16 @@ import pandas as pd
 from ldae.data.tables import write_tsv_atomic
 from ldae.files import write_text
 
-__all__ = ["format_value", "markdown_table", "write_table", "read_table", "with_intervals", "TABLE_FILES",
-           "CI_LOW", "CI_HIGH"]
+__all__ = [
+    "format_value",
+    "markdown_table",
+    "write_table",
+    "read_table",
+    "with_intervals",
+    "TABLE_FILES",
+    "CI_LOW",
+    "CI_HIGH",
+]
 
 # interval columns of a metric column ``m``: ``m + CI_LOW`` and ``m + CI_HIGH`` (ldae.evaluation.bootstrap)
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
@@ -80,10 +88,17 @@ def with_intervals(frame: pd.DataFrame, columns: Sequence[str], digits: int = 4)
     return out
 
 
-def write_table(frame: pd.DataFrame, tsv_path: str | os.PathLike, title: str | None = None,
-                notes: Sequence[str] = (), digits: int = 4, md_path: str | os.PathLike | None = None,
-                paper: pd.DataFrame | None = None, md_columns: Sequence[str] | None = None,
-                intervals: Sequence[str] = ()) -> None:
+def write_table(
+    frame: pd.DataFrame,
+    tsv_path: str | os.PathLike,
+    title: str | None = None,
+    notes: Sequence[str] = (),
+    digits: int = 4,
+    md_path: str | os.PathLike | None = None,
+    paper: pd.DataFrame | None = None,
+    md_columns: Sequence[str] | None = None,
+    intervals: Sequence[str] = (),
+) -> None:
     """``frame`` as ``<stem>.tsv`` (full precision, 'n/a' for missing) and ``<stem>.md`` (rounded, titled; only
     ``md_columns`` if given; ``intervals``: columns shown as 'value [low, high]' from their ``_ci_low/_ci_high``
     columns; the paper's numbers below it if ``paper`` is given)."""

@@ -27,8 +27,14 @@ from ldae.models import io
 
 __all__ = ["time_call", "training_seconds", "efficiency_table", "timing_precision", "precision_context"]
 
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16,
-            "32-true": None, "32": None}
+AUTOCAST = {
+    "bf16-mixed": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "16": torch.float16,
+    "32-true": None,
+    "32": None,
+}
 
 
 def timing_precision(requested: str, device: torch.device | str) -> tuple[str, torch.dtype | None]:
@@ -41,8 +47,9 @@ def timing_precision(requested: str, device: torch.device | str) -> tuple[str, t
 
     resolved = resolve_precision(str(requested))
     if resolved not in AUTOCAST:
-        raise ValueError(f"evaluation.timing.precision: {requested!r} is not one of auto, bf16-mixed, 16-mixed, "
-                         "32-true")
+        raise ValueError(
+            f"evaluation.timing.precision: {requested!r} is not one of auto, bf16-mixed, 16-mixed, 32-true"
+        )
     dtype = AUTOCAST[resolved]
     label = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast", None: "fp32"}[dtype]
     return f"{label} (CUDA, training precision {resolved})", dtype
@@ -60,8 +67,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 3,
-              warmup: int = 1) -> dict[str, float]:
+def time_call(
+    fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1
+) -> dict[str, float]:
     """Median / min / max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
     device = torch.device(device)
     for _ in range(max(0, warmup)):
@@ -74,8 +82,12 @@ def time_call(fn: Callable[[], object], device: torch.device | str = "cpu", repe
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
-            "repeats": len(times)}
+    return {
+        "seconds": statistics.median(times),
+        "seconds_min": min(times),
+        "seconds_max": max(times),
+        "repeats": len(times),
+    }
 
 
 def training_seconds(benchmarks: Sequence[str | Path]) -> float:
@@ -105,8 +117,11 @@ def efficiency_table(rows: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
 def _table6_row(table6: pd.DataFrame | None, model: str, steps: int) -> dict[str, float]:
     if table6 is None:
         return {}
-    rows = table6[(table6.Model == model) & (table6.Encoding.astype(str).str.startswith("(b)"))
-                  & (table6["T"].astype(str) == str(steps))]
+    rows = table6[
+        (table6.Model == model)
+        & (table6.Encoding.astype(str).str.startswith("(b)"))
+        & (table6["T"].astype(str) == str(steps))
+    ]
     if rows.empty:
         return {"SSIM": float("nan"), "LPIPS": float("nan")}
     return {"SSIM": float(rows.SSIM.iloc[0]), "LPIPS": float(rows.LPIPS.iloc[0])}
@@ -120,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     from .paper import TABLE5
     from .tables import read_table, write_table
 
-    parser = runtime.base_parser("time-inference", "Table 5: seconds per reconstruction (same hardware, same run)", images=True)
+    parser = runtime.base_parser(
+        "time-inference", "Table 5: seconds per reconstruction (same hardware, same run)", images=True
+    )
     runtime.add_ldae_args(parser)
     parser.add_argument("--dae", type=Path, default=None, help="model folder of rule train_dae")
     parser.add_argument("--reconstruction", type=Path, default=None, help="Table 6 TSV (SSIM/LPIPS columns)")
@@ -152,17 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     timed = timed_run(ldae)
     n = ldae.parameter_count()
     hours = training_seconds(args.benchmarks_ldae) / 3600
-    rows["LDAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),
-                    "AE parameters (not counted)": ldae.autoencoder_parameter_count(), "Training (h)": hours,
-                    **timed, **_table6_row(table6, "LDAE", steps)}
+    rows["LDAE"] = {
+        "Parameters": n,
+        "Parameters (M)": round(n / 1e6, 1),
+        "AE parameters (not counted)": ldae.autoencoder_parameter_count(),
+        "Training (h)": hours,
+        **timed,
+        **_table6_row(table6, "LDAE", steps),
+    }
     del ldae
     if args.dae:
         dae = io.load_dae(args.dae, dev, runtime.ddim_settings(args.ddim))
         timed = timed_run(dae)
         n = dae.parameter_count()
-        rows["DAE"] = {"Parameters": n, "Parameters (M)": round(n / 1e6, 1),
-                       "Training (h)": training_seconds(args.benchmarks_dae) / 3600, **timed,
-                       **_table6_row(table6, "DAE", steps)}
+        rows["DAE"] = {
+            "Parameters": n,
+            "Parameters (M)": round(n / 1e6, 1),
+            "Training (h)": training_seconds(args.benchmarks_dae) / 3600,
+            **timed,
+            **_table6_row(table6, "DAE", steps),
+        }
     table = efficiency_table(rows)
     table.insert(1, "Hardware", hardware)
     table.insert(2, "Precision", precision)
@@ -179,9 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         "LDAE; DAE: train_dae). SSIM / LPIPS: Table 6, encoded x_T rows at this T.",
         "Paper: LDAE 6 s vs DAE 120 s on an A100 (20x).",
     ]
-    cols = ["Model", "Hardware", "Precision", "T", "Parameters", "AE parameters (not counted)", "Training (h)",
-            "Seconds per reconstruction", "speed-up vs DAE", "SSIM", "LPIPS"]
-    write_table(table, args.table, notes=notes, md_columns=[c for c in cols if c in table.columns],
-                paper=pd.DataFrame(TABLE5))
+    cols = [
+        "Model",
+        "Hardware",
+        "Precision",
+        "T",
+        "Parameters",
+        "AE parameters (not counted)",
+        "Training (h)",
+        "Seconds per reconstruction",
+        "speed-up vs DAE",
+        "SSIM",
+        "LPIPS",
+    ]
+    write_table(
+        table, args.table, notes=notes, md_columns=[c for c in cols if c in table.columns], paper=pd.DataFrame(TABLE5)
+    )
     print(table.to_string(index=False))
     return 0

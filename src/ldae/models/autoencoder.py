@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 AE_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `autoencoder` section's defaults (the schema's)
-    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, **schema_defaults("autoencoder.network"),
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    **schema_defaults("autoencoder.network"),
     "perceptual_network": "squeeze",
     "perceptual_fake_3d_ratio": schema_defaults("autoencoder.perceptual_fake_3d_ratio"),
 }
@@ -91,7 +94,7 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     sd = dict(obj)
     for p in ("autoencoder.", "model.", "module."):
         if all(k.startswith(p) for k in sd):
-            sd = {k[len(p):]: v for k, v in sd.items()}
+            sd = {k[len(p) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -148,7 +151,7 @@ def _map_squeezenet_to_lpips(net: nn.Module, sd: Mapping[str, torch.Tensor]) -> 
     for k, v in sd.items():
         if not k.startswith("features."):
             continue
-        idx, rest = k[len("features."):].split(".", 1)
+        idx, rest = k[len("features.") :].split(".", 1)
         if idx in where:
             out[f"{where[idx]}.{idx}.{rest}"] = v
     return out

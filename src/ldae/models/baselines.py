@@ -28,11 +28,21 @@ from ldae.verbs import schema_defaults
 from .ldm_unet import convert_resnet_blocks, monai_unet, set_resample_axes, unet_decode, unet_encode
 from .semantic_encoder import SemanticEncoder
 
-__all__ = ["DAE_DEFAULTS", "VoxelDAE", "SupervisedEncoder", "build_dae", "build_supervised_encoder", "dae_for_config",
-           "supervised_for_config"]
+__all__ = [
+    "DAE_DEFAULTS",
+    "VoxelDAE",
+    "SupervisedEncoder",
+    "build_dae",
+    "build_supervised_encoder",
+    "dae_for_config",
+    "supervised_for_config",
+]
 
 DAE_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `dae.network` section's defaults (the schema's)
-    "spatial_dims": 3, "in_channels": 1, **schema_defaults("dae.network"), "y_dim": None,
+    "spatial_dims": 3,
+    "in_channels": 1,
+    **schema_defaults("dae.network"),
+    "y_dim": None,
 }
 
 
@@ -106,8 +116,9 @@ def dae_for_config(section: Mapping[str, Any], encoder_cfg: Mapping[str, Any], p
     """The DAE of a resolved ``dae`` section (its ``network``) and encoder section (y_dim: the encoder's)."""
     from .semantic_encoder import resolve_y_dim
 
-    return build_dae({**section["network"], "y_dim": resolve_y_dim(encoder_cfg)},
-                     _encoder_settings(encoder_cfg, pretrained))
+    return build_dae(
+        {**section["network"], "y_dim": resolve_y_dim(encoder_cfg)}, _encoder_settings(encoder_cfg, pretrained)
+    )
 
 
 def supervised_for_config(encoder_cfg: Mapping[str, Any], pretrained: bool = True) -> SupervisedEncoder:

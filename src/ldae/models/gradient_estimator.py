@@ -138,8 +138,14 @@ class GradientEstimator(nn.Module):
             t = t.expand(x_t.shape[0])
         h, skips, emb = self._frozen_encode(x_t, t)
         emb_cond = torch.cat([emb, self.y_proj(y_sem.to(emb.dtype))], dim=1)
-        g = unet_decode(self.branch["middle_block"] if not self.share_middle_block else None,
-                        self.branch["up_blocks"], self.branch["out"], h, skips, emb_cond)
+        g = unet_decode(
+            self.branch["middle_block"] if not self.share_middle_block else None,
+            self.branch["up_blocks"],
+            self.branch["out"],
+            h,
+            skips,
+            emb_cond,
+        )
         if not return_eps:
             return g
         with torch.no_grad():

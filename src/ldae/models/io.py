@@ -45,12 +45,37 @@ from .ldm_unet import build_ldm_unet
 from .pipelines import DAEPipeline, EncoderPipeline, LDAEPipeline
 
 __all__ = [
-    "WEIGHTS", "CONFIG", "SUMMARY", "METRICS", "PROBE", "weights_file", "config_file", "probe_file",
-    "read_config", "stage_section", "save_weights", "save_config", "publish",
-    "load_autoencoder", "load_ldm", "load_schedule", "load_ldae", "load_scale_factor", "ldae_state_dicts",
-    "load_ldae_pipeline", "load_pipeline", "load_dae", "load_supervised",
-    "load_frozen_unet", "load_unet_state_dict", "extract_state_dict",
-    "LDAEPipeline", "DAEPipeline", "EncoderPipeline", "read_tensor_file", "load_official_encoder",
+    "WEIGHTS",
+    "CONFIG",
+    "SUMMARY",
+    "METRICS",
+    "PROBE",
+    "weights_file",
+    "config_file",
+    "probe_file",
+    "read_config",
+    "stage_section",
+    "save_weights",
+    "save_config",
+    "publish",
+    "load_autoencoder",
+    "load_ldm",
+    "load_schedule",
+    "load_ldae",
+    "load_scale_factor",
+    "ldae_state_dicts",
+    "load_ldae_pipeline",
+    "load_pipeline",
+    "load_dae",
+    "load_supervised",
+    "load_frozen_unet",
+    "load_unet_state_dict",
+    "extract_state_dict",
+    "LDAEPipeline",
+    "DAEPipeline",
+    "EncoderPipeline",
+    "read_tensor_file",
+    "load_official_encoder",
 ]
 
 # ------------------------------------------------------------------------------------------- the folder
@@ -112,8 +137,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def publish(out_dir: str | os.PathLike, weights: Mapping[str, torch.Tensor], config: Mapping[str, Any],
-            summary: Mapping[str, Any], links: Mapping[str, str | os.PathLike] = ()) -> None:
+def publish(
+    out_dir: str | os.PathLike,
+    weights: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    links: Mapping[str, str | os.PathLike] = (),
+) -> None:
     """A model folder: weights.pt, config.yaml, summary.json, plus ``links`` (name -> file, hard-linked when the
     file system allows, e.g. the run's best.ckpt/last.ckpt: no extra disk)."""
     out_dir = Path(out_dir)
@@ -135,7 +165,7 @@ def _weights(folder: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
 
 
 def _under(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
 def _strict_load(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
@@ -228,16 +258,22 @@ def load_ldae(folder: str | os.PathLike, ldm: str | os.PathLike, device: str | t
     _strict_load(encoder, enc_sd, str(weights_file(folder)))
     unet = load_frozen_unet(_ldm_network(data), weights_file(ldm))
     est_cfg = section["estimator"]
-    estimator = GradientEstimator(unet, y_dim=encoder.y_dim,
-                                  share_middle_block=bool(est_cfg["share_middle_block"]),
-                                  init_branch_from_ldm=False, dropout=est_cfg["dropout"])
+    estimator = GradientEstimator(
+        unet,
+        y_dim=encoder.y_dim,
+        share_middle_block=bool(est_cfg["share_middle_block"]),
+        init_branch_from_ldm=False,
+        dropout=est_cfg["dropout"],
+    )
     own = {k: v for k, v in estimator.state_dict().items() if not k.startswith("ldm.")}
     missing = sorted(set(own) - set(est_sd))
     unexpected = sorted(set(est_sd) - set(own))
     bad = sorted(k for k in set(own) & set(est_sd) if own[k].shape != est_sd[k].shape)
     if missing or unexpected or bad:
-        raise ValueError(f"LDAE weights {weights_file(folder)} do not match the estimator of its config: missing "
-                         f"{missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {bad[:5]}")
+        raise ValueError(
+            f"LDAE weights {weights_file(folder)} do not match the estimator of its config: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {bad[:5]}"
+        )
     estimator.load_state_dict(est_sd, strict=False)
     return _frozen(encoder, device), _frozen(estimator, device)
 
@@ -247,17 +283,29 @@ def _ddim(ddim, recorded) -> DDIMSettings:
     return ddim if isinstance(ddim, DDIMSettings) else DDIMSettings.from_config(ddim)
 
 
-def load_ldae_pipeline(autoencoder: str | os.PathLike, latents: str | os.PathLike, ldm: str | os.PathLike,
-                       ldae: str | os.PathLike, device: str | torch.device = "cpu", ddim=None) -> LDAEPipeline:
+def load_ldae_pipeline(
+    autoencoder: str | os.PathLike,
+    latents: str | os.PathLike,
+    ldm: str | os.PathLike,
+    ldae: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    ddim=None,
+) -> LDAEPipeline:
     """The LDAE chain from its four model folders as the ONE :class:`ldae.models.pipelines.LDAEPipeline` every
     evaluation rule uses. ``ddim`` (DDIMSettings or a ``ddim`` config section): None -> the settings train_ldae
     (or import-official) recorded in ``ldae/config.yaml``, else the defaults (the authors' clamp and grid)."""
     ae = load_autoencoder(autoencoder, device)
     encoder, estimator = load_ldae(ldae, ldm, device)
     ldae_config = read_config(ldae)
-    return LDAEPipeline(ae, estimator, encoder, load_schedule(ldm), load_scale_factor(latents),
-                        stage_section(ldae_config, "ldae").get("guidance", "score"),
-                        _ddim(ddim, ldae_config.get("ddim")))
+    return LDAEPipeline(
+        ae,
+        estimator,
+        encoder,
+        load_schedule(ldm),
+        load_scale_factor(latents),
+        stage_section(ldae_config, "ldae").get("guidance", "score"),
+        _ddim(ddim, ldae_config.get("ddim")),
+    )
 
 
 def load_pipeline(models_dir: str | os.PathLike, device: str | torch.device = "cpu", ddim=None) -> LDAEPipeline:
@@ -278,8 +326,13 @@ def load_dae(folder: str | os.PathLike, device: str | torch.device = "cpu", ddim
     dae = dae_for_config(cfg, data["encoder"], pretrained=False)
     dae.load_state_dict(_under(_weights(folder, "DAE"), "dae."), strict=True)
     shape = tuple(int(s) for s in cfg["shape"]) if cfg["shape"] else None
-    return DAEPipeline(_frozen(dae, device), DiffusionSchedule.from_config(cfg["diffusion"]), shape,
-                       bool(cfg["signed"]), _ddim(ddim, data.get("ddim")))
+    return DAEPipeline(
+        _frozen(dae, device),
+        DiffusionSchedule.from_config(cfg["diffusion"]),
+        shape,
+        bool(cfg["signed"]),
+        _ddim(ddim, data.get("ddim")),
+    )
 
 
 def load_supervised(folder: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -317,7 +370,7 @@ def extract_state_dict(obj: Any, state_key: str | None = None) -> dict[str, torc
 def _match_prefix(sd: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
     best, best_hits = sd, -1
     for p in _PREFIXES:
-        cand = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} if p else sd
+        cand = {k[len(p) :]: v for k, v in sd.items() if k.startswith(p)} if p else sd
         hits = len(expected & cand.keys())
         if hits > best_hits:
             best, best_hits = cand, hits
@@ -332,16 +385,19 @@ def load_unet_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: 
     unexpected = sorted(set(sd) - set(own))
     bad_shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or unexpected or bad_shape:
+
         def few(xs: list[str]) -> str:
             return ", ".join(xs[:6]) + (f", ... ({len(xs)} in all)" if len(xs) > 6 else "")
+
         parts = []
         if missing:
             parts.append(f"missing keys: {few(missing)}")
         if unexpected:
             parts.append(f"unexpected keys: {few(unexpected)}")
         if bad_shape:
-            parts.append("shape mismatches: " + few([f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
-                                                     for k in bad_shape]))
+            parts.append(
+                "shape mismatches: " + few([f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in bad_shape])
+            )
         raise ValueError(
             f"checkpoint {source} (config key {config_key}) does not match the network built from the config: "
             + "; ".join(parts)
@@ -388,12 +444,15 @@ def read_tensor_file(path: str | os.PathLike, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read {what} from {path} with weights_only=True: {error}. Save only tensors "
-                         "(e.g. its state_dict) with torch.save and retry") from error
+        raise ValueError(
+            f"cannot read {what} from {path} with weights_only=True: {error}. Save only tensors "
+            "(e.g. its state_dict) with torch.save and retry"
+        ) from error
 
 
-def load_official_encoder(path: str | os.PathLike, cfg: Mapping[str, Any] | None = None,
-                          device: str | torch.device = "cpu"):
+def load_official_encoder(
+    path: str | os.PathLike, cfg: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
+):
     """Our semantic encoder (eval mode, gradients off) holding the authors' released ``encoder.pth``.
 
     ``cfg``: ``ldae.encoder`` settings over the defaults, which ARE the authors' head (ConvNeXt-Small,

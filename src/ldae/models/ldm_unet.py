@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 LDM_DEFAULTS: dict[str, Any] = {  # what the stage fixes + the `ldm.network` section's defaults (the schema's)
-    "spatial_dims": 3, "latent_channels": 3, **schema_defaults("ldm.network"),
+    "spatial_dims": 3,
+    "latent_channels": 3,
+    **schema_defaults("ldm.network"),
 }
 
 _TIME_MODES = ("scale_shift", "additive")
@@ -330,4 +332,3 @@ def unet_decode(
     if skips:
         raise RuntimeError(f"{len(skips)} skip connections left unused: encoder and decoder do not match")
     return out(h)
-

@@ -101,11 +101,15 @@ class _Block:
 def check_official_ldm_network(ldm_network: Mapping[str, Any] | None, source: str = "the authors' weights") -> None:
     """Raise unless ``ldm_network`` (section ``ldm.network``) computes the authors' function with their weights."""
     c = {**LDM_DEFAULTS, **{k: v for k, v in (ldm_network or {}).items() if k in LDM_DEFAULTS}}
-    bad = [f"ldm.network.{k}: {c[k]!r} (needs {v!r})" for k, v in OFFICIAL_LDM_NETWORK.items()
-           if (abs(float(c[k]) - v) > 1e-12 * v if isinstance(v, float) else c[k] != v)]
+    bad = [
+        f"ldm.network.{k}: {c[k]!r} (needs {v!r})"
+        for k, v in OFFICIAL_LDM_NETWORK.items()
+        if (abs(float(c[k]) - v) > 1e-12 * v if isinstance(v, float) else c[k] != v)
+    ]
     if bad:
         raise OfficialWeightsError(
-            f"{source}: the configured LDM network differs from the authors' network: " + "; ".join(bad)
+            f"{source}: the configured LDM network differs from the authors' network: "
+            + "; ".join(bad)
             + ". Set these values in config.yaml (their defaults) to use the authors' weights."
         )
 
@@ -140,16 +144,19 @@ def _attention_block(theirs: str, ours: str, attn_block: nn.Module) -> _Block:
 
 def _encoder_layout(unet: nn.Module, ours: str) -> list[_Block]:
     """time embedding, input conv and down path (the authors' ``input_blocks``)."""
-    blocks = [_Block("time_embed.", f"{ours}time_embed.", _SAME),
-              _Block("input_blocks.0.0.", f"{ours}conv_in.conv.", _SAME)]
+    blocks = [
+        _Block("time_embed.", f"{ours}time_embed.", _SAME),
+        _Block("input_blocks.0.0.", f"{ours}conv_in.conv.", _SAME),
+    ]
     k = 1
     for lvl, down in enumerate(unet.down_blocks):
         attns = getattr(down, "attentions", None)
         for r in range(len(down.resnets)):
             blocks.append(_Block(f"input_blocks.{k}.0.", f"{ours}down_blocks.{lvl}.resnets.{r}.", _RES))
             if attns:
-                blocks.append(_attention_block(f"input_blocks.{k}.1.", f"{ours}down_blocks.{lvl}.attentions.{r}.",
-                                               attns[r]))
+                blocks.append(
+                    _attention_block(f"input_blocks.{k}.1.", f"{ours}down_blocks.{lvl}.attentions.{r}.", attns[r])
+                )
             k += 1
         if down.downsampler is not None:
             if _is_resblock(down.downsampler):
@@ -160,14 +167,17 @@ def _encoder_layout(unet: nn.Module, ours: str) -> list[_Block]:
     return blocks
 
 
-def _decoder_layout(middle: nn.Module, up_blocks: nn.ModuleList, theirs: tuple[str, str, str],
-                    ours: tuple[str, str, str]) -> list[_Block]:
+def _decoder_layout(
+    middle: nn.Module, up_blocks: nn.ModuleList, theirs: tuple[str, str, str], ours: tuple[str, str, str]
+) -> list[_Block]:
     """middle block, up path and output layer; ``theirs``/``ours``: the three prefixes (middle, up, out)."""
     t_mid, t_up, t_out = theirs
     o_mid, o_up, o_out = ours
-    blocks = [_Block(f"{t_mid}0.", f"{o_mid}resnet_1.", _RES),
-              _attention_block(f"{t_mid}1.", f"{o_mid}attention.", middle.attention),
-              _Block(f"{t_mid}2.", f"{o_mid}resnet_2.", _RES)]
+    blocks = [
+        _Block(f"{t_mid}0.", f"{o_mid}resnet_1.", _RES),
+        _attention_block(f"{t_mid}1.", f"{o_mid}attention.", middle.attention),
+        _Block(f"{t_mid}2.", f"{o_mid}resnet_2.", _RES),
+    ]
     k = 0
     for u, up in enumerate(up_blocks):
         attns = getattr(up, "attentions", None)
@@ -190,15 +200,25 @@ def _decoder_layout(middle: nn.Module, up_blocks: nn.ModuleList, theirs: tuple[s
 
 def _ldm_layout(unet: nn.Module, ours: str = "") -> list[_Block]:
     return _encoder_layout(unet, ours) + _decoder_layout(
-        unet.middle_block, unet.up_blocks, ("middle_block.", "output_blocks.", "out."),
-        (f"{ours}middle_block.", f"{ours}up_blocks.", f"{ours}out."))
+        unet.middle_block,
+        unet.up_blocks,
+        ("middle_block.", "output_blocks.", "out."),
+        (f"{ours}middle_block.", f"{ours}up_blocks.", f"{ours}out."),
+    )
 
 
 def _estimator_layout(est: GradientEstimator) -> list[_Block]:
     branch = est.branch
-    return _ldm_layout(est.ldm, "ldm.") + [_Block("label_emb.", "y_proj.", _SAME)] + _decoder_layout(
-        branch["middle_block"], branch["up_blocks"], ("shift_middle_block.", "shift_output_blocks.", "shift_out."),
-        ("branch.middle_block.", "branch.up_blocks.", "branch.out."))
+    return (
+        _ldm_layout(est.ldm, "ldm.")
+        + [_Block("label_emb.", "y_proj.", _SAME)]
+        + _decoder_layout(
+            branch["middle_block"],
+            branch["up_blocks"],
+            ("shift_middle_block.", "shift_output_blocks.", "shift_out."),
+            ("branch.middle_block.", "branch.up_blocks.", "branch.out."),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------- per-block conversions
@@ -218,8 +238,9 @@ def _qkv_join(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> 
     return torch.cat(parts, dim=1).reshape(3 * c, *rest)
 
 
-def _attn_to_ours(block: _Block, sd: StateDict, problems: list[str], key_of: Callable[[str], str],
-                  origin: dict[str, str]) -> StateDict:
+def _attn_to_ours(
+    block: _Block, sd: StateDict, problems: list[str], key_of: Callable[[str], str], origin: dict[str, str]
+) -> StateDict:
     out: StateDict = {}
     for suffix, t in sd.items():
         param = suffix.rsplit(".", 1)[-1]
@@ -244,8 +265,9 @@ def _attn_to_ours(block: _Block, sd: StateDict, problems: list[str], key_of: Cal
     return out
 
 
-def _attn_to_theirs(block: _Block, sd: StateDict, problems: list[str], key_of: Callable[[str], str],
-                    origin: dict[str, str]) -> StateDict:
+def _attn_to_theirs(
+    block: _Block, sd: StateDict, problems: list[str], key_of: Callable[[str], str], origin: dict[str, str]
+) -> StateDict:
     out: StateDict = {}
     for param in ("weight", "bias"):
         qkv = [sd.pop(f"{name}{param}", None) for name in _QKV]
@@ -267,15 +289,21 @@ def _attn_to_theirs(block: _Block, sd: StateDict, problems: list[str], key_of: C
     return out
 
 
-def _rename(sd: StateDict, table: Mapping[str, str], problems: list[str], key_of: Callable[[str], str],
-            origin: dict[str, str], what: str) -> StateDict:
+def _rename(
+    sd: StateDict,
+    table: Mapping[str, str],
+    problems: list[str],
+    key_of: Callable[[str], str],
+    origin: dict[str, str],
+    what: str,
+) -> StateDict:
     out: StateDict = {}
     for suffix, t in sd.items():
         prefix = next((p for p in table if suffix.startswith(p)), None)
         if prefix is None:
             problems.append(f"{key_of(suffix)}: not a key of {what}")
         else:
-            new = table[prefix] + suffix[len(prefix):]
+            new = table[prefix] + suffix[len(prefix) :]
             out[new], origin[new] = t, suffix
     return out
 
@@ -301,8 +329,9 @@ def _block_to_theirs(block: _Block, sd: StateDict, problems: list[str], key_of, 
 # ------------------------------------------------------------------------------------------------ generic machinery
 
 
-def _group(sd: Mapping[str, torch.Tensor], prefixes: Mapping[str, _Block], problems: list[str],
-           source: str) -> dict[_Block, StateDict]:
+def _group(
+    sd: Mapping[str, torch.Tensor], prefixes: Mapping[str, _Block], problems: list[str], source: str
+) -> dict[_Block, StateDict]:
     """Source keys grouped by the block whose prefix they start with (longest prefix wins)."""
     groups: dict[_Block, StateDict] = {}
     for key, t in sd.items():
@@ -314,14 +343,21 @@ def _group(sd: Mapping[str, torch.Tensor], prefixes: Mapping[str, _Block], probl
         if prefix is None:
             problems.append(f"{source}: {key}: no counterpart in the network of the config (unused)")
             continue
-        groups.setdefault(prefixes[prefix], {})[key[len(prefix):]] = t
+        groups.setdefault(prefixes[prefix], {})[key[len(prefix) :]] = t
     return groups
 
 
-def _compare(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size], problems: list[str],
-             where: str, origin: Mapping[str, str] | None = None, wanted: Mapping[str, str] | None = None) -> None:
+def _compare(
+    got: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size],
+    problems: list[str],
+    where: str,
+    origin: Mapping[str, str] | None = None,
+    wanted: Mapping[str, str] | None = None,
+) -> None:
     """Missing / unused keys and shape mismatches of ``got`` against ``expected``; ``origin``: the source key of each
     key of ``got``; ``wanted``: the source key each expected key should come from."""
+
     def name(k: str) -> str:
         return f"{origin[k]} (-> {k})" if origin and k in origin else k
 
@@ -332,8 +368,9 @@ def _compare(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size]
         problems.append(f"{where}: {name(k)}: no counterpart in the network of the config (unused)")
     for k in sorted(set(got) & set(expected)):
         if tuple(got[k].shape) != tuple(expected[k]):
-            problems.append(f"{where}: {name(k)}: shape {tuple(got[k].shape)}, the network of the config needs "
-                            f"{tuple(expected[k])}")
+            problems.append(
+                f"{where}: {name(k)}: shape {tuple(got[k].shape)}, the network of the config needs {tuple(expected[k])}"
+            )
 
 
 def _raise(problems: list[str], what: str, hint: str) -> None:
@@ -343,8 +380,9 @@ def _raise(problems: list[str], what: str, hint: str) -> None:
         raise OfficialWeightsError(f"cannot convert {what}:\n  {shown}\n{hint}")
 
 
-def _convert(sd: Mapping[str, torch.Tensor], layout: list[_Block],
-             to_ours: bool) -> tuple[StateDict, dict[str, str], list[str]]:
+def _convert(
+    sd: Mapping[str, torch.Tensor], layout: list[_Block], to_ours: bool
+) -> tuple[StateDict, dict[str, str], list[str]]:
     """Apply the layout (no checks against the expected keys): the converted dict, the source key of each converted
     key, and the problems met."""
     problems: list[str] = []
@@ -366,8 +404,14 @@ def _convert(sd: Mapping[str, torch.Tensor], layout: list[_Block],
     return out, origin, problems
 
 
-def _from_official(sd: Mapping[str, torch.Tensor], layout: list[_Block], expected: dict[str, torch.Size],
-                   source: str, what: str, hint: str) -> StateDict:
+def _from_official(
+    sd: Mapping[str, torch.Tensor],
+    layout: list[_Block],
+    expected: dict[str, torch.Size],
+    source: str,
+    what: str,
+    hint: str,
+) -> StateDict:
     out, origin, problems = _convert(sd, layout, to_ours=True)
     problems = [p.replace("source:", f"{source}:", 1) for p in problems]
     wanted: dict[str, str] = {}
@@ -381,8 +425,9 @@ def _from_official(sd: Mapping[str, torch.Tensor], layout: list[_Block], expecte
     return out
 
 
-def _to_official(sd: Mapping[str, torch.Tensor], layout: list[_Block], own: dict[str, torch.Size], what: str,
-                 hint: str) -> StateDict:
+def _to_official(
+    sd: Mapping[str, torch.Tensor], layout: list[_Block], own: dict[str, torch.Size], what: str, hint: str
+) -> StateDict:
     where = f"our {what} state dict"
     problems: list[str] = []
     _compare(dict(sd), own, problems, where)
@@ -416,12 +461,15 @@ def _ae_key_map(ae_network: Mapping[str, Any] | None) -> tuple[dict[str, str], d
     return {_ae_official_key(k): k for k in own}, own
 
 
-_AE_HINT = ("The network comes from config section autoencoder.network (the authors' autoencoderkl.pth needs the "
-            "paper's values: channels [64, 128, 128, 128], 2 residual blocks, no attention, 3 latent channels).")
+_AE_HINT = (
+    "The network comes from config section autoencoder.network (the authors' autoencoderkl.pth needs the "
+    "paper's values: channels [64, 128, 128, 128], 2 residual blocks, no attention, 3 latent channels)."
+)
 
 
-def autoencoder_state_dict_from_official(sd: Mapping[str, torch.Tensor], ae_network: Mapping[str, Any] | None,
-                                         source: str = "autoencoderkl.pth") -> StateDict:
+def autoencoder_state_dict_from_official(
+    sd: Mapping[str, torch.Tensor], ae_network: Mapping[str, Any] | None, source: str = "autoencoderkl.pth"
+) -> StateDict:
     """The authors' ``autoencoderkl.pth`` (MONAI-Generative layout) -> our ``AutoencoderKL`` state dict.
 
     ``ae_network``: config section ``autoencoder.network``. A state dict already in our layout is accepted too.
@@ -443,8 +491,9 @@ def autoencoder_state_dict_from_official(sd: Mapping[str, torch.Tensor], ae_netw
     return out
 
 
-def autoencoder_state_dict_to_official(sd: Mapping[str, torch.Tensor],
-                                       ae_network: Mapping[str, Any] | None) -> StateDict:
+def autoencoder_state_dict_to_official(
+    sd: Mapping[str, torch.Tensor], ae_network: Mapping[str, Any] | None
+) -> StateDict:
     """Our ``AutoencoderKL`` state dict -> the authors' (MONAI-Generative) layout of ``autoencoderkl.pth``."""
     theirs_to_ours, own = _ae_key_map(ae_network)
     problems: list[str] = []
@@ -455,13 +504,16 @@ def autoencoder_state_dict_to_official(sd: Mapping[str, torch.Tensor],
 
 # ----------------------------------------------------------------------------------------------------------- LDM
 
-_LDM_HINT = ("The network comes from config section ldm.network (+ latent_channels); the authors' decoder.pth needs "
-             "the paper's values (channels [256, 512, 768], 2 residual blocks, attention [false, true, true], 1 head, "
-             "time_conditioning scale_shift, resblock_updown true, 3 latent channels).")
+_LDM_HINT = (
+    "The network comes from config section ldm.network (+ latent_channels); the authors' decoder.pth needs "
+    "the paper's values (channels [256, 512, 768], 2 residual blocks, attention [false, true, true], 1 head, "
+    "time_conditioning scale_shift, resblock_updown true, 3 latent channels)."
+)
 
 
-def ldm_state_dict_from_official(sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None,
-                                 source: str = "decoder.pth") -> StateDict:
+def ldm_state_dict_from_official(
+    sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None, source: str = "decoder.pth"
+) -> StateDict:
     """The frozen stage-2 LDM inside the authors' ``decoder.pth`` -> our LDM U-Net state dict.
 
     ``sd``: the whole ``decoder.pth`` (its trainable-branch keys, :data:`BRANCH_PREFIXES`, are set aside) or the
@@ -485,8 +537,9 @@ def ldm_state_dict_to_official(sd: Mapping[str, torch.Tensor], ldm_network: Mapp
 _EST_HINT = _LDM_HINT + " y_dim is ldae.encoder.y_dim (768 for the authors' weights)."
 
 
-def estimator_state_dict_from_official(sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None,
-                                       y_dim: int = 768, source: str = "decoder.pth") -> StateDict:
+def estimator_state_dict_from_official(
+    sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None, y_dim: int = 768, source: str = "decoder.pth"
+) -> StateDict:
     """The authors' whole ``decoder.pth`` -> our :class:`GradientEstimator` state dict (frozen LDM under ``ldm.``).
 
     Our estimator must have its own middle block (``ldae.estimator.share_middle_block: false``), as the authors'.
@@ -496,8 +549,9 @@ def estimator_state_dict_from_official(sd: Mapping[str, torch.Tensor], ldm_netwo
     return _from_official(sd, _estimator_layout(est), _meta_state(est), source, "GradientEstimator", _EST_HINT)
 
 
-def estimator_state_dict_to_official(sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None,
-                                     y_dim: int = 768) -> StateDict:
+def estimator_state_dict_to_official(
+    sd: Mapping[str, torch.Tensor], ldm_network: Mapping[str, Any] | None, y_dim: int = 768
+) -> StateDict:
     """Our :class:`GradientEstimator` state dict (with ``ldm.*``) -> the authors' ``decoder.pth`` layout."""
     check_official_ldm_network(ldm_network, "our GradientEstimator")
     est = _meta_estimator(ldm_network, y_dim)

@@ -58,8 +58,16 @@ PROBE_FORMAT = "ldae-linear-probe/1"
 
 # the `ldae.encoder` settings under which our module has exactly the authors' layers (the defaults)
 OFFICIAL_ENCODER_CONFIG: dict[str, Any] = {
-    "backbone": "convnext_small", "input_mean": 0.0, "input_std": 1.0, "pe_dropout": 0.1, "scorer": "linear",
-    "qkv_proj": True, "out_proj": False, "y_dim": None, "num_heads": 8, "attn_dropout": 0.1,
+    "backbone": "convnext_small",
+    "input_mean": 0.0,
+    "input_std": 1.0,
+    "pe_dropout": 0.1,
+    "scorer": "linear",
+    "qkv_proj": True,
+    "out_proj": False,
+    "y_dim": None,
+    "num_heads": 8,
+    "attn_dropout": 0.1,
 }
 _HINTS = {
     "pool_score.": "ldae.encoder.scorer: linear",
@@ -84,13 +92,13 @@ def _hint(key: str) -> str:
 def _our_key(official_key: str) -> str | None:
     """Our name of one of the authors' keys; None for the duplicate backbone and the PE buffer (checked, dropped)."""
     if official_key.startswith(BACKBONE):
-        return OURS_BACKBONE + official_key[len(BACKBONE):]
+        return OURS_BACKBONE + official_key[len(BACKBONE) :]
     if official_key.startswith(DUPLICATE) or official_key == PE_KEY:
         return None
     module, _, leaf = official_key.rpartition(".")
     for theirs, ours in HEAD_RENAMES.items():
         if module == theirs or module.startswith(theirs + "."):
-            return ours + module[len(theirs):] + "." + leaf
+            return ours + module[len(theirs) :] + "." + leaf
     raise KeyError(official_key)
 
 
@@ -102,26 +110,31 @@ def official_encoder_key_map(official_keys: Iterable[str], source: str = "encode
         try:
             ours = _our_key(key)
         except KeyError:
-            raise OfficialWeightsError(f"{source}: unknown key {key!r}: not the authors' semantic-encoder layout "
-                                       f"(expected {BACKBONE}*, {DUPLICATE}*, {PE_KEY} or "
-                                       f"{', '.join(sorted(HEAD_RENAMES))})") from None
+            raise OfficialWeightsError(
+                f"{source}: unknown key {key!r}: not the authors' semantic-encoder layout "
+                f"(expected {BACKBONE}*, {DUPLICATE}*, {PE_KEY} or "
+                f"{', '.join(sorted(HEAD_RENAMES))})"
+            ) from None
         if ours is not None:
             out[key] = ours
     return out
 
 
 def _check_duplicate(official: Mapping[str, torch.Tensor], source: str) -> None:
-    first = {k[len(BACKBONE):] for k in official if k.startswith(BACKBONE)}
-    second = {k[len(DUPLICATE):] for k in official if k.startswith(DUPLICATE)}
+    first = {k[len(BACKBONE) :] for k in official if k.startswith(BACKBONE)}
+    second = {k[len(DUPLICATE) :] for k in official if k.startswith(DUPLICATE)}
     if second and second != first:
         odd = sorted(first ^ second)[:3]
-        raise OfficialWeightsError(f"{source}: the two backbone copies ({BACKBONE}*, {DUPLICATE}*) hold different "
-                                   f"keys, e.g. {odd}")
+        raise OfficialWeightsError(
+            f"{source}: the two backbone copies ({BACKBONE}*, {DUPLICATE}*) hold different keys, e.g. {odd}"
+        )
     for name in sorted(second):
         a, b = official[BACKBONE + name], official[DUPLICATE + name]
         if a.shape != b.shape or (not a.is_meta and not b.is_meta and not torch.equal(a, b)):
-            raise OfficialWeightsError(f"{source}: {DUPLICATE}{name} differs from {BACKBONE}{name}: the backbone "
-                                       "copies must be the same tensors (a corrupted or edited file?)")
+            raise OfficialWeightsError(
+                f"{source}: {DUPLICATE}{name} differs from {BACKBONE}{name}: the backbone "
+                "copies must be the same tensors (a corrupted or edited file?)"
+            )
 
 
 def _check_positions(pe: torch.Tensor, feat_dim: int, source: str) -> None:
@@ -132,16 +145,19 @@ def _check_positions(pe: torch.Tensor, feat_dim: int, source: str) -> None:
     ours = sinusoidal_positions(pe.shape[1], feat_dim)
     err = float((pe[0].float() - ours).abs().max())
     if err > PE_ATOL:
-        raise OfficialWeightsError(f"{source}: {PE_KEY} differs from our sinusoidal encoding by {err:.3g} "
-                                   f"(> {PE_ATOL}): we compute it with sinusoidal_positions, so it cannot be dropped")
+        raise OfficialWeightsError(
+            f"{source}: {PE_KEY} differs from our sinusoidal encoding by {err:.3g} "
+            f"(> {PE_ATOL}): we compute it with sinusoidal_positions, so it cannot be dropped"
+        )
 
 
 def _shape(value: Any) -> list:
     return list(value.shape) if hasattr(value, "shape") else list(value)
 
 
-def encoder_from_official(official: Mapping[str, torch.Tensor], expected: Mapping[str, Any],
-                          source: str = "encoder.pth") -> dict[str, torch.Tensor]:
+def encoder_from_official(
+    official: Mapping[str, torch.Tensor], expected: Mapping[str, Any], source: str = "encoder.pth"
+) -> dict[str, torch.Tensor]:
     """Our :class:`~ldae.models.semantic_encoder.SemanticEncoder` state dict from the authors' ``encoder.pth``.
 
     ``expected``: our encoder's ``state_dict()`` (tensors, meta tensors allowed, or shapes) at the intended
@@ -156,36 +172,41 @@ def encoder_from_official(official: Mapping[str, torch.Tensor], expected: Mappin
     out: dict[str, torch.Tensor] = {}
     for theirs, ours in key_map.items():
         if ours not in expected:
-            raise OfficialWeightsError(f"{source}: {theirs!r} (our {ours!r}) has no place in our encoder as "
-                                       f"configured{_hint(ours)}")
+            raise OfficialWeightsError(
+                f"{source}: {theirs!r} (our {ours!r}) has no place in our encoder as configured{_hint(ours)}"
+            )
         want, got = _shape(expected[ours]), list(official[theirs].shape)
         if want != got:
-            raise OfficialWeightsError(f"{source}: {theirs!r} has shape {got}, our {ours!r} {want} (check "
-                                       "ldae.encoder.backbone / tiny_dims / num_heads)")
+            raise OfficialWeightsError(
+                f"{source}: {theirs!r} has shape {got}, our {ours!r} {want} (check "
+                "ldae.encoder.backbone / tiny_dims / num_heads)"
+            )
         out[ours] = official[theirs]
     missing = sorted(set(expected) - set(out))
     if missing:
-        raise OfficialWeightsError(f"{source}: no tensor for our {missing[:5]} ({len(missing)} in all)"
-                                   f"{_hint(missing[0])}")
+        raise OfficialWeightsError(
+            f"{source}: no tensor for our {missing[:5]} ({len(missing)} in all){_hint(missing[0])}"
+        )
     return out
 
 
-def encoder_to_official(ours: Mapping[str, torch.Tensor], num_slices: int = 128,
-                        source: str = "our encoder state dict") -> dict[str, torch.Tensor]:
+def encoder_to_official(
+    ours: Mapping[str, torch.Tensor], num_slices: int = 128, source: str = "our encoder state dict"
+) -> dict[str, torch.Tensor]:
     """The authors' ``encoder.pth`` layout from our encoder's state dict (the authors' head: ``scorer: linear``,
     ``qkv_proj: true``, ``out_proj: false``): both backbone copies and the ``[1, num_slices, F]`` PE table."""
     inverse = {v: k for k, v in HEAD_RENAMES.items()}
     out: dict[str, torch.Tensor] = {}
     for key, value in ours.items():
         if key.startswith(OURS_BACKBONE):
-            name = key[len(OURS_BACKBONE):]
+            name = key[len(OURS_BACKBONE) :]
             out[BACKBONE + name], out[DUPLICATE + name] = value, value.clone()
             continue
         module, _, leaf = key.rpartition(".")
         head = module.split(".")[0]
         if head not in inverse or (head == "pool_score" and module != head):
             raise OfficialWeightsError(f"{source}: {key!r} has no place in the authors' encoder{_hint(key)}")
-        out[inverse[head] + module[len(head):] + "." + leaf] = value
+        out[inverse[head] + module[len(head) :] + "." + leaf] = value
     for needed in ("pool_score.weight", "q_proj.weight", "norm.weight"):
         if needed not in ours:
             raise OfficialWeightsError(f"{source}: no {needed!r}{_hint(needed)}")
@@ -202,12 +223,15 @@ def _probe_layer(state: Mapping[str, Any], source: str) -> tuple[torch.Tensor, t
     weights = [k for k in tensors if k == "weight" or k.endswith(".weight")]
     biases = [k for k in tensors if k == "bias" or k.endswith(".bias")]
     if len(weights) != 1 or len(biases) != 1 or len(tensors) != 2:
-        raise OfficialWeightsError(f"{source}: expected the state dict of ONE Linear(D -> 1) (a 'weight' and a "
-                                   f"'bias', any prefix), found tensors {sorted(tensors)[:6]}")
+        raise OfficialWeightsError(
+            f"{source}: expected the state dict of ONE Linear(D -> 1) (a 'weight' and a "
+            f"'bias', any prefix), found tensors {sorted(tensors)[:6]}"
+        )
     weight, bias = tensors[weights[0]], tensors[biases[0]]
     if weight.ndim != 2 or weight.shape[0] != 1 or bias.shape != (1,):
-        raise OfficialWeightsError(f"{source}: {weights[0]!r} {list(weight.shape)} / {biases[0]!r} "
-                                   f"{list(bias.shape)} is not a Linear(D -> 1)")
+        raise OfficialWeightsError(
+            f"{source}: {weights[0]!r} {list(weight.shape)} / {biases[0]!r} {list(bias.shape)} is not a Linear(D -> 1)"
+        )
     return weight, bias
 
 
@@ -225,8 +249,9 @@ def _vector(value: Any, dim: int, what: str, source: str) -> torch.Tensor:
     return vec
 
 
-def probe_from_official(probe_state: Mapping[str, Any], mean: Any, std: Any,
-                        source: str = "disease_classifier.ckpt") -> dict[str, Any]:
+def probe_from_official(
+    probe_state: Mapping[str, Any], mean: Any, std: Any, source: str = "disease_classifier.ckpt"
+) -> dict[str, Any]:
     """Our probe-file content (:mod:`ldae.evaluation.probe_file`, format :data:`PROBE_FORMAT`) from the authors'
     Linear(D -> 1) AD-vs-CN classifier (a Lightning checkpoint dict or a plain state dict) and their z-score
     ``mean`` / ``std`` of y_sem (``semantic_mean.pt`` / ``semantic_std.pt``). Label AD = 0, CN = 1 in both,
@@ -236,11 +261,19 @@ def probe_from_official(probe_state: Mapping[str, Any], mean: Any, std: Any,
     mean = _vector(mean, dim, "the z-score mean (semantic_mean.pt)", source)
     std = _vector(std, dim, "the z-score std (semantic_std.pt)", source)
     if (std <= 0).any():
-        raise OfficialWeightsError(f"{source}: the z-score std (semantic_std.pt) has {int((std <= 0).sum())} "
-                                   "non-positive value(s)")
+        raise OfficialWeightsError(
+            f"{source}: the z-score std (semantic_std.pt) has {int((std <= 0).sum())} non-positive value(s)"
+        )
     return {
-        "format": PROBE_FORMAT, "task": "classification", "positive_class": "CN", "labels": "AD=0,CN=1",
-        "feature_mean": mean, "feature_std": std,
-        "weight": weight.detach().to(torch.float32).clone(), "bias": bias.detach().to(torch.float32).clone(),
-        "target_offset": 0.0, "target_scale": 1.0, "origin": f"authors' probe {source}",
+        "format": PROBE_FORMAT,
+        "task": "classification",
+        "positive_class": "CN",
+        "labels": "AD=0,CN=1",
+        "feature_mean": mean,
+        "feature_std": std,
+        "weight": weight.detach().to(torch.float32).clone(),
+        "bias": bias.detach().to(torch.float32).clone(),
+        "target_offset": 0.0,
+        "target_scale": 1.0,
+        "origin": f"authors' probe {source}",
     }

@@ -98,21 +98,24 @@ class LDAEPipeline:
     def eps_fn(self, y_sem: torch.Tensor | None):
         """Guided epsilon for ``y_sem``; ``None`` gives the unconditional LDM (LDDIM)."""
         if y_sem is None:
-            return guided_eps_fn(self.estimator, torch.zeros(1, self.y_dim, device=self.device), self.schedule,
-                                 guidance="none")
+            return guided_eps_fn(
+                self.estimator, torch.zeros(1, self.y_dim, device=self.device), self.schedule, guidance="none"
+            )
         return guided_eps_fn(self.estimator, y_sem.to(self.device), self.schedule, guidance=self.guidance)
 
     @torch.no_grad()
     def invert(self, z: torch.Tensor, y_sem: torch.Tensor | None, steps: int) -> torch.Tensor:
         """Deterministic DDIM inversion ``z -> x_T`` (conditioned on ``y_sem``, or unconditional)."""
-        return ddim_invert(self.eps_fn(y_sem), z.to(self.device), self.schedule, num_steps=int(steps),
-                           **self.ddim.kwargs())
+        return ddim_invert(
+            self.eps_fn(y_sem), z.to(self.device), self.schedule, num_steps=int(steps), **self.ddim.kwargs()
+        )
 
     @torch.no_grad()
     def sample(self, x_T: torch.Tensor, y_sem: torch.Tensor | None, steps: int) -> torch.Tensor:
         """DDIM decoding (eta 0) ``x_T -> z`` (scaled latent)."""
-        return ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps),
-                           **self.ddim.kwargs())
+        return ddim_sample(
+            self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps), **self.ddim.kwargs()
+        )
 
     def parameter_count(self) -> int:
         """Table 5's count (the paper's ~920M): semantic encoder + gradient estimator with the frozen LDM inside;
@@ -200,8 +203,11 @@ class DAEPipeline:
     @torch.no_grad()
     def sample(self, x_T: torch.Tensor, y_sem: torch.Tensor, steps: int) -> torch.Tensor:
         """Decoded image in [0, 1] (not clamped)."""
-        return self.from_diffusion(ddim_sample(self.eps_fn(y_sem), x_T.to(self.device), self.schedule,
-                                               num_steps=int(steps), **self.ddim_kwargs()))
+        return self.from_diffusion(
+            ddim_sample(
+                self.eps_fn(y_sem), x_T.to(self.device), self.schedule, num_steps=int(steps), **self.ddim_kwargs()
+            )
+        )
 
     def parameter_count(self) -> int:
         return count_parameters(self.dae)

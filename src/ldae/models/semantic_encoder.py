@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 ENCODER_DEFAULTS: dict[str, Any] = {  # the `ldae.encoder` section's defaults (the schema's); no file: None
-    **schema_defaults("ldae.encoder"), "pretrained_path": None,
+    **schema_defaults("ldae.encoder"),
+    "pretrained_path": None,
 }
 SCORERS = ("linear", "mlp")
 _FEATURE_DIMS = {"convnext_small": 768, "convnext_tiny": 768}
@@ -94,7 +95,8 @@ def resolve_y_dim(cfg: Mapping[str, Any] | None = None, where: str = "ldae.encod
         raise ValueError(
             f"{where}.y_dim = {given} but {where}.out_proj is false: y_sem is then the LayerNorm output of the "
             f"{c['backbone']} features, of size {feat}{tiny}. Set {where}.y_dim: null (or {feat}), or "
-            f"{where}.out_proj: true to add a Linear({feat} -> {given}) after the LayerNorm")
+            f"{where}.out_proj: true to add a Linear({feat} -> {given}) after the LayerNorm"
+        )
     return int(given)
 
 
@@ -110,8 +112,17 @@ def resolve_encoder_config(cfg: Mapping[str, Any] | None = None, where: str = "l
 def rgb_to_single_channel_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """A 1-input-channel copy of ``conv`` whose filters are the sums of the RGB filters (same response to a grey
     image replicated over the three channels)."""
-    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    conv.groups, conv.bias is not None, conv.padding_mode)
+    new = nn.Conv2d(
+        1,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
     with torch.no_grad():
         new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
         if conv.bias is not None:
@@ -155,8 +166,10 @@ def build_backbone(cfg: Mapping[str, Any] | None = None) -> tuple[nn.Module, int
         dims, depths = [int(d) for d in c["tiny_dims"]], [int(d) for d in c["tiny_depths"]]
         if len(dims) != len(depths) or not dims or sum(depths) < 2:
             raise ValueError("tiny_dims and tiny_depths must have the same length and at least 2 blocks in all")
-        setting = [CNBlockConfig(d, dims[i + 1] if i + 1 < len(dims) else None, n)
-                   for i, (d, n) in enumerate(zip(dims, depths))]
+        setting = [
+            CNBlockConfig(d, dims[i + 1] if i + 1 < len(dims) else None, n)
+            for i, (d, n) in enumerate(zip(dims, depths))
+        ]
         model = ConvNeXt(setting, stochastic_depth_prob=float(c["stochastic_depth"] or 0.0))
     else:
         raise ValueError(f"unknown semantic-encoder backbone {name!r} (convnext_small, convnext_tiny, tiny)")
@@ -167,8 +180,11 @@ def build_backbone(cfg: Mapping[str, Any] | None = None) -> tuple[nn.Module, int
         _load_backbone_weights(model, os.fspath(path))  # 3-channel stem: summed below
     elif path or name != "tiny":
         where = "config ldae.encoder.pretrained_path is empty" if not path else f"no file {path}"
-        warnings.warn(f"semantic-encoder backbone weights not found ({where}): RANDOM initialisation "
-                      "(the paper starts from ImageNet weights; nothing is downloaded)", stacklevel=2)
+        warnings.warn(
+            f"semantic-encoder backbone weights not found ({where}): RANDOM initialisation "
+            "(the paper starts from ImageNet weights; nothing is downloaded)",
+            stacklevel=2,
+        )
     model.features[0][0] = rgb_to_single_channel_conv(model.features[0][0])
     model.classifier[-1] = nn.Identity()  # keep LayerNorm2d + Flatten: (N, F)
     return model, feat_dim
@@ -209,13 +225,15 @@ class SemanticEncoder(nn.Module):
         self.input_mean, self.input_std = float(c["input_mean"]), float(c["input_std"])
         self.y_dim = int(c["y_dim"])
         self.pe_dropout = nn.Dropout(float(c["pe_dropout"]))
-        self.pool_score = (nn.Linear(f, 1) if c["scorer"] == "linear"
-                           else nn.Sequential(nn.Linear(f, f), nn.Tanh(), nn.Linear(f, 1)))
+        self.pool_score = (
+            nn.Linear(f, 1) if c["scorer"] == "linear" else nn.Sequential(nn.Linear(f, f), nn.Tanh(), nn.Linear(f, 1))
+        )
         self.qkv_proj = bool(c["qkv_proj"])
         if self.qkv_proj:
             self.q_proj, self.k_proj, self.v_proj = nn.Linear(f, f), nn.Linear(f, f), nn.Linear(f, f)
-        self.cross_attn = nn.MultiheadAttention(f, int(c["num_heads"]), dropout=float(c["attn_dropout"]),
-                                                batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(
+            f, int(c["num_heads"]), dropout=float(c["attn_dropout"]), batch_first=True
+        )
         self.norm = nn.LayerNorm(f)
         self.proj = nn.Linear(f, self.y_dim) if c["out_proj"] else nn.Identity()
 

@@ -46,8 +46,10 @@ def runtime_container(given: str = "") -> dict:
     if uri:
         uri = uri if "://" in uri else os.path.basename(os.path.normpath(uri))
         return {"Type": "docker" if uri.startswith("docker://") else "apptainer", "URI": uri}
-    return {"Type": "none", "Environment": os.path.basename(os.path.normpath(os.environ.get("CONDA_PREFIX")
-                                                                            or sys.prefix))}
+    return {
+        "Type": "none",
+        "Environment": os.path.basename(os.path.normpath(os.environ.get("CONDA_PREFIX") or sys.prefix)),
+    }
 
 
 def steps_text(parameters: dict | None) -> tuple[str, str]:
@@ -71,7 +73,7 @@ def dataset_description(source: str, container: str = "", parameters: dict | Non
         "Name": naming.PIPELINE_NAME,
         "Version": __version__,
         "Description": f"{long[0].upper()}{long[1:]} (ldae.preprocess; antspyx {versions['antspyx']}, deepbet "
-                       f"{versions['deepbet']})",
+        f"{versions['deepbet']})",
     }
     generated["Container"] = runtime_container(container)
     description = {

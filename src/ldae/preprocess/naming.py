@@ -59,7 +59,7 @@ class PreprocPaths:
         """The files that exist only for a session that passed (never left behind for an excluded one)."""
         return {k: v for k, v in asdict(self).items() if k != "qc_json"}
 
-    def relative(self, root: str | os.PathLike) -> "PreprocPaths":
+    def relative(self, root: str | os.PathLike) -> PreprocPaths:
         return PreprocPaths(**{k: os.path.relpath(v, str(root)) for k, v in asdict(self).items()})
 
 

@@ -1,9 +1,9 @@
 """Synthetic T1w head scans with a KNOWN pose, bias field and brain mask, for tests and the benchmark.
 
 The source is the 1 mm MNI152NLin6Asym head template (with skull) and its brain mask vendored in ``ldae/resources``
-(the synthetic ADNI generator's; 7-bit head intensities). A planted affine pose maps the scan's world coordinates to template world coordinates; the scan is
-resampled on its own grid (any voxel size, orientation and field of view), multiplied by a smooth bias field
-and given Gaussian noise. The ground-truth brain mask is resampled on the same grid.
+(the synthetic ADNI generator's; 7-bit head intensities). A planted affine pose maps the scan's world coordinates to
+template world coordinates; the scan is resampled on its own grid (any voxel size, orientation and field of view),
+multiplied by a smooth bias field and given Gaussian noise. The ground-truth brain mask is resampled on the same grid.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def pose_matrix(rotation_deg=(0.0, 0.0, 0.0), translation_mm=(0.0, 0.0, 0.0), sc
 
 @dataclass
 class Phantom:
-    image: "object"  # nibabel.Nifti1Image, float32
-    brain_mask: "object"  # nibabel.Nifti1Image, uint8
+    image: object  # nibabel.Nifti1Image, float32
+    brain_mask: object  # nibabel.Nifti1Image, uint8
     pose: np.ndarray  # 4x4, scan world (RAS) -> source template world (RAS)
     bias_field: np.ndarray  # the multiplicative field planted on the scan's grid
 

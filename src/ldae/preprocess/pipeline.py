@@ -252,7 +252,13 @@ def _write_outputs(result: dict, paths, root: str, cfg: dict, record: dict, writ
     from ldae.preprocess import qc
 
     rel = paths.relative(root)
-    record["outputs"] = {"image": rel.image, "mask": rel.mask, "transform": rel.transform, "sidecar": rel.sidecar, "qc_png": rel.qc_png}
+    record["outputs"] = {
+        "image": rel.image,
+        "mask": rel.mask,
+        "transform": rel.transform,
+        "sidecar": rel.sidecar,
+        "qc_png": rel.qc_png,
+    }
     for folder in {os.path.dirname(p) for p in (paths.image, paths.qc_png)}:
         os.makedirs(folder, exist_ok=True)
     staged = {key: files.temp_name(path) for key, path in paths.outputs_on_pass().items()}
@@ -260,7 +266,8 @@ def _write_outputs(result: dict, paths, root: str, cfg: dict, record: dict, writ
     ants.image_write(result["image"], staged["image"])
     ants.image_write(result["mask"].clone("unsigned char"), staged["mask"])
     shutil.copyfile(result["reg"].transform_file, staged["transform"])
-    title = f"{record['participant_id']} {record['session_id']}  space-{record['space']}  NCC {record['metrics']['similarity']:.3f}"
+    ncc = record["metrics"]["similarity"]
+    title = f"{record['participant_id']} {record['session_id']}  space-{record['space']}  NCC {ncc:.3f}"
     qc.qc_picture(result["image"], result["template_mask"], staged["qc_png"], title)
     with open(staged["sidecar"], "w") as handle:
         json.dump(_sidecar(record, cfg, result, asdict_paths(rel)), handle, indent=2, default=str)
@@ -304,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         from ldae.preprocess import naming, templates
 
         expected = naming.preproc_paths(
-            args.derivatives, args.participant_id, args.session_id,
-            templates.space_label(cfg["registration"]), cfg["registration"]["type"],
+            args.derivatives,
+            args.participant_id,
+            args.session_id,
+            templates.space_label(cfg["registration"]),
+            cfg["registration"]["type"],
         ).qc_json
         if os.path.normpath(expected) != os.path.normpath(args.qc_json):
             print(f"ldae preprocess: --qc-json {args.qc_json} is not the naming module's {expected}", file=sys.stderr)
@@ -320,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ldae preprocess: {error}", file=sys.stderr)
         return 2
     status = record["status"] + (f" ({record['reason']})" if record["reason"] else "")
-    print(f"{record['participant_id']} {record['session_id']}: {status} in {record['seconds']} s "
-          f"{json.dumps(record['metrics'])} steps {json.dumps(record['step_seconds'])}", file=sys.stderr)
+    print(
+        f"{record['participant_id']} {record['session_id']}: {status} in {record['seconds']} s "
+        f"{json.dumps(record['metrics'])} steps {json.dumps(record['step_seconds'])}",
+        file=sys.stderr,
+    )
     return 0

@@ -121,7 +121,9 @@ def summary_line(rows: list[dict]) -> str:
     failed = len(rows) - passed
     reasons = Counter(_reason_kind(r["reason"]) for r in rows if r["status"] != PASS)
     detail = "; ".join(f"{kind}: {n}" for kind, n in reasons.most_common())
-    return f"preprocess QC: {passed} of {len(rows)} sessions passed, {failed} excluded" + (f" ({detail})" if detail else "")
+    return f"preprocess QC: {passed} of {len(rows)} sessions passed, {failed} excluded" + (
+        f" ({detail})" if detail else ""
+    )
 
 
 def _reason_kind(reason: str) -> str:
@@ -133,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ldae.preprocess import naming, templates
 
-    parser = argparse.ArgumentParser(prog="ldae preproc-qc", description="gather per-session QC into the cohort QC table")
+    parser = argparse.ArgumentParser(
+        prog="ldae preproc-qc", description="gather per-session QC into the cohort QC table"
+    )
     parser.add_argument("--sessions", required=True, help="session table (participant_id, session_id, ...)")
     parser.add_argument("--derivatives", required=True, help="derivatives root (holds every session's QC record)")
     parser.add_argument("--out", required=True, help="the cohort QC table to write (qc.tsv)")
@@ -178,7 +182,6 @@ def montage(table, root: str, path: str, title: str, count: int = 12) -> None:
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
-
 
     passed = table[(table.status == PASS) & (table.qc_png != "")].sort_values("similarity").head(count)
     columns = 3

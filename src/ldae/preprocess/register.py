@@ -2,10 +2,10 @@
 (affine + SyN, as the authors' code).
 
 Speed: the optimisation runs on copies of both images resampled to `resolution_mm` (3 mm by default) with a
-short multi-resolution schedule (12 -> 6 -> 3 mm); the resulting transform is exact physical-space maths, so it is then applied
-to the full-resolution scan onto the output grid (template grid at `output_voxel_mm`). On 1 mm phantoms with a planted pose (up to 20 degrees, 18 mm, 6 %
-scaling) this recovers the pose to 0.2-0.4 mm mean error for ~5 s CPU; a final 2 mm level costs 3-4x more for
-0.1 mm less error, a full-resolution schedule far more.
+short multi-resolution schedule (12 -> 6 -> 3 mm); the resulting transform is exact physical-space maths, so it
+is then applied to the full-resolution scan onto the output grid (template grid at `output_voxel_mm`). On 1 mm
+phantoms with a planted pose (up to 20 degrees, 18 mm, 6 % scaling) this recovers the pose to 0.2-0.4 mm mean error
+for ~5 s CPU; a final 2 mm level costs 3-4x more for 0.1 mm less error, a full-resolution schedule far more.
 """
 
 from __future__ import annotations

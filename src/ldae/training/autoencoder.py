@@ -26,8 +26,9 @@ config), metrics.csv, summary.json, best.ckpt/last.ckpt (links into the run fold
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -47,8 +48,9 @@ SELECTION_METRICS = {"ssim": ("val/ssim", "max"), "l1": ("val/l1", "min")}  # pa
 def selection(cfg: Mapping[str, Any]) -> tuple[str, str]:
     """(logged metric, mode) of stage-1 model selection from ``selection_metric``."""
     if cfg["selection_metric"] not in SELECTION_METRICS:
-        raise ValueError(f"autoencoder.selection_metric must be one of {sorted(SELECTION_METRICS)}, "
-                         f"got {cfg['selection_metric']!r}")
+        raise ValueError(
+            f"autoencoder.selection_metric must be one of {sorted(SELECTION_METRICS)}, got {cfg['selection_metric']!r}"
+        )
     return SELECTION_METRICS[cfg["selection_metric"]]
 
 
@@ -57,15 +59,19 @@ def adversarial_loss(activation: str):
     from monai.losses import PatchAdversarialLoss
 
     if activation not in ADVERSARIAL_ACTIVATIONS:
-        raise ValueError(f"autoencoder.adversarial_activation must be one of {ADVERSARIAL_ACTIVATIONS}, "
-                         f"got {activation!r}")
+        raise ValueError(
+            f"autoencoder.adversarial_activation must be one of {ADVERSARIAL_ACTIVATIONS}, got {activation!r}"
+        )
     return PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=activation == "none")
 
 
 def network_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The flat dict ``ldae.models.autoencoder`` builders read, from a resolved stage config."""
-    return {**cfg["network"], "perceptual_fake_3d_ratio": cfg["perceptual_fake_3d_ratio"],
-            "perceptual_network": "squeeze"}
+    return {
+        **cfg["network"],
+        "perceptual_fake_3d_ratio": cfg["perceptual_fake_3d_ratio"],
+        "perceptual_network": "squeeze",
+    }
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -82,8 +88,12 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
     do not depend on whether the LPIPS weights were available.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], perceptual: torch.nn.Module | None = None,
-                 autoencoder: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        perceptual: torch.nn.Module | None = None,
+        autoencoder: torch.nn.Module | None = None,
+    ):
         super().__init__()
         from ldae.models import build_autoencoder, build_discriminator
 
@@ -130,8 +140,10 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
     def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         fake = self.discriminator(recon.detach().contiguous().float())[-1]
         real = self.discriminator(x.contiguous().float())[-1]
-        loss = 0.5 * (self.adv_loss(fake, target_is_real=False, for_discriminator=True)
-                      + self.adv_loss(real, target_is_real=True, for_discriminator=True))
+        loss = 0.5 * (
+            self.adv_loss(fake, target_is_real=False, for_discriminator=True)
+            + self.adv_loss(real, target_is_real=True, for_discriminator=True)
+        )
         return self.w["adversarial"] * loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -167,10 +179,23 @@ class AutoencoderModule(stage.StepSeeding, pl.LightningModule):
             self.untoggle_optimizer(opt_d)
             logs["train/loss_d"] = loss_d.detach()
         self.log_dict(logs, on_step=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        self.log("perceptual_enabled", float(self.perceptual is not None), on_step=False, on_epoch=True,
-                 batch_size=x.shape[0], sync_dist=True)
-        self.log("train/l1_step", parts["l1"].detach(), prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=x.shape[0], logger=False)
+        self.log(
+            "perceptual_enabled",
+            float(self.perceptual is not None),
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+            sync_dist=True,
+        )
+        self.log(
+            "train/l1_step",
+            parts["l1"].detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=x.shape[0],
+            logger=False,
+        )
         return loss_g.detach()
 
     # ------------------------------------------------------------------------------------------ validation
@@ -223,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if not train_paths:
         raise SystemExit("train-autoencoder: no training session passed QC")
     weights_files = [p for p in (cfg["init_weights"], cfg["perceptual_weights"]) if p and Path(p).is_file()]
-    stamp = stage.fingerprint({"autoencoder": cfg, "images": images},
-                              [args.qc, args.sessions, args.splits, *table.image, *weights_files])
+    stamp = stage.fingerprint(
+        {"autoencoder": cfg, "images": images}, [args.qc, args.sessions, args.splits, *table.image, *weights_files]
+    )
     resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
     module, messages, status = build_module(cfg)
@@ -234,15 +260,31 @@ def main(argv: list[str] | None = None) -> int:
     train_ds = ImageDataset(train_paths, images, cfg["cache"], cache_dir)
     val_ds = ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
     summary = {
-        "selection": f"{mode} {monitor}", "resumed": resumed,
-        "parameters": {"autoencoder": count_parameters(module.autoencoder),
-                       "discriminator": count_parameters(module.discriminator),
-                       "paper_autoencoder": PAPER_PARAMETERS},
-        "n_train": len(train_paths), "n_val": len(val_paths), "warnings": messages, **status,
+        "selection": f"{mode} {monitor}",
+        "resumed": resumed,
+        "parameters": {
+            "autoencoder": count_parameters(module.autoencoder),
+            "discriminator": count_parameters(module.discriminator),
+            "paper_autoencoder": PAPER_PARAMETERS,
+        },
+        "n_train": len(train_paths),
+        "n_val": len(val_paths),
+        "warnings": messages,
+        **status,
     }
     return stage.fit_and_publish(
-        args, module, resolved, settings, run_dir, train_ds, val_ds,
-        lambda source: stage.checkpoint_state(source, "autoencoder."), summary, monitor, mode, cfg["ema_decay"],
+        args,
+        module,
+        resolved,
+        settings,
+        run_dir,
+        train_ds,
+        val_ds,
+        lambda source: stage.checkpoint_state(source, "autoencoder."),
+        summary,
+        monitor,
+        mode,
+        cfg["ema_decay"],
         trainer_settings={"accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
         find_unused_parameters=True,
     )

@@ -9,15 +9,18 @@ best.ckpt/last.ckpt links.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ldae import verbs
 from ldae.data.images import ImageDataset
 from ldae.training import stage
 
 
-def resolve_encoder(ldae_encoder: Mapping[str, Any] | str | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def resolve_encoder(
+    ldae_encoder: Mapping[str, Any] | str | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """The LDAE's encoder section (``ldae.encoder``) with the baseline's overrides, over the encoder defaults;
     ``y_dim`` resolved to an integer."""
     from ldae.models.semantic_encoder import resolve_encoder_config
@@ -35,6 +38,7 @@ def baseline_parser(verb: str, description: str):
 
 def image_datasets(train, val, images, cfg, run_dir: Path):
     """(training, validation or None) image datasets of two tables with an ``image`` column, cached in the run."""
+
     def dataset(rows):
         return ImageDataset(rows.image.tolist(), images, cfg["cache"], run_dir / "cache")
 

@@ -16,8 +16,9 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -25,6 +26,7 @@ from ldae import verbs
 from ldae.files import atomic_output
 
 log = logging.getLogger("ldae.training")
+
 
 def train_settings(section: dict) -> dict[str, Any]:
     """A stage's resolved `train:` sub-section (every key the schema lists for it) + ``devices`` (default auto: the
@@ -182,15 +184,24 @@ def build_trainer(
 
     accelerator, devices = accelerator_and_devices(settings["devices"], settings["cpu_processes"])
     every = _StepCheckpoint(
-        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+        dirpath=run_dir / "checkpoints",
+        save_last=True,
+        save_top_k=0,
         every_n_train_steps=settings["checkpoint_every_n_steps"],
     )
     all_callbacks = [cpu_layout_callback()] if accelerator == "cpu" else []
     all_callbacks += [every, *callbacks]
     if monitor:
         all_callbacks.append(
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                            save_top_k=1, save_last=False, enable_version_counter=False)
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                save_last=False,
+                enable_version_counter=False,
+            )
         )
     if ema_decay:
         all_callbacks.append(ema_callback(ema_decay))

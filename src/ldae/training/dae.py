@@ -12,7 +12,8 @@ the LDAE's criterion. Outputs: see :mod:`ldae.training.baselines`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -60,8 +61,9 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         shape = (images.shape[0], 1, *(self.shape or images.shape[2:]))
         t = self.schedule.sample_timesteps(images.shape[0], device=images.device)
         loss, _, _ = self._loss(images, t, torch.randn(shape, device=images.device))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0],
-                 sync_dist=True)
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0], sync_dist=True
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -77,10 +79,10 @@ class DAEModule(stage.StepSeeding, pl.LightningModule):
         self.log("val/loss", loss, batch_size=n, sync_dist=True)
         pipe = self.pipeline()
         with torch.no_grad():
-            rec = pipe.from_diffusion(ddim_sample(pipe.eps_fn(y), x_T, self.schedule, int(self.cfg["val_ddim_steps"]),
-                                                  **pipe.ddim_kwargs()))
-        self.log("val/ssim", stage.ssim_3d(rec.float(), x.float()).mean(), prog_bar=True, batch_size=n,
-                 sync_dist=True)
+            rec = pipe.from_diffusion(
+                ddim_sample(pipe.eps_fn(y), x_T, self.schedule, int(self.cfg["val_ddim_steps"]), **pipe.ddim_kwargs())
+            )
+        self.log("val/ssim", stage.ssim_3d(rec.float(), x.float()).mean(), prog_bar=True, batch_size=n, sync_dist=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,13 +110,40 @@ def main(argv: list[str] | None = None) -> int:
     resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
     module, messages = stage.build_quietly(lambda: DAEModule(cfg, enc, ddim=ddim))
-    resolved = {"stage": "dae", "config": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config(),
-                "warnings": messages}
+    resolved = {
+        "stage": "dae",
+        "config": cfg,
+        "encoder": enc,
+        "images": images,
+        "ddim": ddim.as_config(),
+        "warnings": messages,
+    }
     train_ds, val_ds = image_datasets(train, val, images, cfg, run_dir)
     n_enc, n_all = count_parameters(module.dae.encoder), count_parameters(module.dae)
-    extra = {"resumed": resumed, "n_train": len(train), "n_val": len(val), "warnings": messages,
-             "parameters": {"semantic_encoder": n_enc, "unet": n_all - n_enc, "total": n_all,
-                            "total_millions": round(n_all / 1e6, 1), "paper": "130M (paper, Table 5)"}}
-    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
-                                 lambda source: stage.prefixed_state(source, "dae."), extra, "val/ssim", "max",
-                                 cfg["ema_decay"])
+    extra = {
+        "resumed": resumed,
+        "n_train": len(train),
+        "n_val": len(val),
+        "warnings": messages,
+        "parameters": {
+            "semantic_encoder": n_enc,
+            "unet": n_all - n_enc,
+            "total": n_all,
+            "total_millions": round(n_all / 1e6, 1),
+            "paper": "130M (paper, Table 5)",
+        },
+    }
+    return stage.fit_and_publish(
+        args,
+        module,
+        resolved,
+        settings,
+        run_dir,
+        train_ds,
+        val_ds,
+        lambda source: stage.prefixed_state(source, "dae."),
+        extra,
+        "val/ssim",
+        "max",
+        cfg["ema_decay"],
+    )

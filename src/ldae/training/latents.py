@@ -42,9 +42,12 @@ def scale_factor(cfg: dict[str, Any], train: np.ndarray) -> tuple[float, str]:
         raise ValueError(f"latents.scale_factor must be a positive number or null, got {fixed!r}")
     scaled_std = float(fixed) * float(train.std(dtype=np.float64))
     if not 0.5 < scaled_std < 2.0:
-        log.warning("latents.scale_factor %s gives the training latents std %.3f (not ~1): 0.873 belongs to the "
-                    "authors' autoencoder; set latents.scale_factor: null for 1/std of these latents",
-                    fixed, scaled_std)
+        log.warning(
+            "latents.scale_factor %s gives the training latents std %.3f (not ~1): 0.873 belongs to the "
+            "authors' autoencoder; set latents.scale_factor: null for 1/std of these latents",
+            fixed,
+            scaled_std,
+        )
     return float(fixed), "config latents.scale_factor (authors' code: 0.873 hard-coded)"
 
 
@@ -60,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ae = io.load_autoencoder(args.autoencoder, device)
     table = records_of(args)
     dataset = ImageDataset(table.image.tolist(), images, cache="none")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=int(cfg["batch_size"]), shuffle=False,
-                                         num_workers=int(cfg["num_workers"]))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=int(cfg["batch_size"]), shuffle=False, num_workers=int(cfg["num_workers"])
+    )
     started = time.time()
     chunks = []
     with torch.no_grad():
@@ -69,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             x = batch["image"].to(device)
             z_mu, z_sigma = ae.encode(x)
             if cfg["sample"]:
-                noise = torch.stack([
-                    torch.randn(z_sigma.shape[1:], generator=stage.fixed_generator(int(cfg["seed"]), int(i)))
-                    for i in batch["index"]
-                ]).to(device)
+                noise = torch.stack(
+                    [
+                        torch.randn(z_sigma.shape[1:], generator=stage.fixed_generator(int(cfg["seed"]), int(i)))
+                        for i in batch["index"]
+                    ]
+                ).to(device)
                 z = z_mu + z_sigma * noise
             else:
                 z = z_mu
@@ -87,14 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     train_std = float(train.std(dtype=np.float64))
     meta = {
         "source": "posterior sample" if cfg["sample"] else "posterior mean",
-        "scale_source": scale_source, "scaled_train_std": scale * train_std,
-        "scale_over": "train split", "n_train": int(len(train)), "n_total": int(len(latents)),
-        "train_std": train_std, "train_mean": float(train.mean(dtype=np.float64)),
-        "latent_shape": list(latents.shape[1:]), "config": cfg, "images": images,
-        "autoencoder_weights": str(io.weights_file(args.autoencoder)), "seconds": round(time.time() - started, 1),
+        "scale_source": scale_source,
+        "scaled_train_std": scale * train_std,
+        "scale_over": "train split",
+        "n_train": int(len(train)),
+        "n_total": int(len(latents)),
+        "train_std": train_std,
+        "train_mean": float(train.mean(dtype=np.float64)),
+        "latent_shape": list(latents.shape[1:]),
+        "config": cfg,
+        "images": images,
+        "autoencoder_weights": str(io.weights_file(args.autoencoder)),
+        "seconds": round(time.time() - started, 1),
         "paper_hardcoded_scale": 0.8730,
     }
     LatentStore(Path(args.out_dir)).write(latents, index, scale, meta)
-    log.info("latents %s of %d sessions (%s), scale factor %.4f (%s; scaled training std %.3f)",
-             tuple(latents.shape[1:]), len(latents), meta["source"], scale, scale_source, scale * train_std)
+    log.info(
+        "latents %s of %d sessions (%s), scale factor %.4f (%s; scaled training std %.3f)",
+        tuple(latents.shape[1:]),
+        len(latents),
+        meta["source"],
+        scale,
+        scale_source,
+        scale * train_std,
+    )
     return 0

@@ -23,8 +23,9 @@ summary.json (parameter counts beside the paper's ~920M), best.ckpt/last.ckpt (l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -40,6 +41,7 @@ from ldae.training import stage
 STAGE = "ldae"
 PAPER_PARAMETERS = "~920M (paper, full model)"
 FROZEN_PREFIX = "estimator.ldm."
+
 
 class PairDataset(torch.utils.data.Dataset):
     """(image, scaled latent) of the same session: images through the cached MONAI transforms, latents from the
@@ -67,8 +69,15 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
     sampler (:class:`ldae.diffusion.DDIMSettings`, a ``ddim`` section or None for the defaults).
     """
 
-    def __init__(self, cfg: Mapping[str, Any], frozen_unet: torch.nn.Module, schedule,
-                 autoencoder: torch.nn.Module | None = None, scale_factor: float = 1.0, ddim=None):
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        frozen_unet: torch.nn.Module,
+        schedule,
+        autoencoder: torch.nn.Module | None = None,
+        scale_factor: float = 1.0,
+        ddim=None,
+    ):
         super().__init__()
         from ldae.diffusion import DDIMSettings
         from ldae.models import GradientEstimator, build_semantic_encoder
@@ -77,10 +86,13 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         enc_cfg = {**cfg["encoder"], "pretrained_path": cfg["encoder"]["pretrained_path"] or None}
         self.encoder = build_semantic_encoder(enc_cfg)
         est = cfg["estimator"]
-        self.estimator = GradientEstimator(frozen_unet, y_dim=self.encoder.y_dim,
-                                           share_middle_block=bool(est["share_middle_block"]),
-                                           init_branch_from_ldm=bool(est["init_branch_from_ldm"]),
-                                           dropout=est["dropout"])
+        self.estimator = GradientEstimator(
+            frozen_unet,
+            y_dim=self.encoder.y_dim,
+            share_middle_block=bool(est["share_middle_block"]),
+            init_branch_from_ldm=bool(est["init_branch_from_ldm"]),
+            dropout=est["dropout"],
+        )
         self.schedule = schedule
         object.__setattr__(self, "_autoencoder", autoencoder)  # unregistered: not trained, saved or averaged
         self.scale_factor = float(scale_factor)
@@ -101,8 +113,7 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         y = self.encoder(batch["image"])
         t = self.schedule.sample_timesteps(x0.shape[0], device=x0.device)
         loss = pdae_loss(self.estimator, x0, t, torch.randn_like(x0), y, self.schedule, self.cfg["gamma"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0],
-                 sync_dist=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0], sync_dist=True)
         return loss
 
     # ------------------------------------------------------------------------------------------- validation
@@ -124,8 +135,12 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
         x_T = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(x0)
         t = torch.stack([torch.randint(0, self.schedule.num_train_timesteps, (), generator=g) for g in gens])
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(x0)
-        self.log("val/loss", pdae_loss(self.estimator, x0, t.to(x0.device), noise, y, self.schedule,
-                                       self.cfg["gamma"]), batch_size=n, sync_dist=True)
+        self.log(
+            "val/loss",
+            pdae_loss(self.estimator, x0, t.to(x0.device), noise, y, self.schedule, self.cfg["gamma"]),
+            batch_size=n,
+            sync_dist=True,
+        )
         eps_fn = guided_eps_fn(self.estimator, y, self.schedule, self.cfg["guidance"])
         z = ddim_sample(eps_fn, x_T, self.schedule, int(self.cfg["val_ddim_steps"]), **self.ddim.kwargs())
         self.log("val/latent_mse", F.mse_loss(z.float(), x0.float()), batch_size=n, sync_dist=True)
@@ -149,8 +164,9 @@ class LDAEModule(stage.StepSeeding, pl.LightningModule):
                 checkpoint[key] = {**checkpoint[key], **frozen}
 
 
-def build_module(cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0,
-                 ddim=None):
+def build_module(
+    cfg: Mapping[str, Any], ldm_weights, ldm_config, autoencoder=None, scale_factor: float = 1.0, ddim=None
+):
     """The stage-3 module; the stage-2 U-Net comes from ``ldm_weights`` (hard error if absent or mismatching)."""
     from ldae.models.io import load_frozen_unet, load_schedule, stage_section
 
@@ -166,26 +182,36 @@ def parameter_counts(module: LDAEModule) -> dict[str, Any]:
     frozen = count_parameters(module.estimator.ldm)
     branch = count_parameters(module.estimator) - frozen
     total = encoder + frozen + branch
-    return {"semantic_encoder": encoder, "frozen_ldm": frozen, "estimator_branch": branch,
-            "trainable": encoder + branch, "total": total, "total_millions": round(total / 1e6, 1),
-            "paper": PAPER_PARAMETERS}
+    return {
+        "semantic_encoder": encoder,
+        "frozen_ldm": frozen,
+        "estimator_branch": branch,
+        "trainable": encoder + branch,
+        "total": total,
+        "total_millions": round(total / 1e6, 1),
+        "paper": PAPER_PARAMETERS,
+    }
 
 
 def check_ldm_matches(ldm_config: Mapping[str, Any], ldm: Path, store: LatentStore, latents, scale: float) -> None:
     """The stage-2 LDM must have been trained on these latents (shape and scale factor)."""
     ldm_latents = ldm_config.get("latents", {})
     if list(ldm_latents.get("shape", latents.shape[1:])) != list(latents.shape[1:]) or abs(
-            float(ldm_latents.get("scale_factor", scale)) - scale) > 1e-6 * max(1.0, abs(scale)):
-        raise ValueError(f"the stage-2 LDM ({io.config_file(ldm)}) was trained on other latents "
-                         f"(shape {ldm_latents.get('shape')}, scale {ldm_latents.get('scale_factor')}) than "
-                         f"{store.root} (shape {list(latents.shape[1:])}, scale {scale}); rerun rule train_ldm")
+        float(ldm_latents.get("scale_factor", scale)) - scale
+    ) > 1e-6 * max(1.0, abs(scale)):
+        raise ValueError(
+            f"the stage-2 LDM ({io.config_file(ldm)}) was trained on other latents "
+            f"(shape {ldm_latents.get('shape')}, scale {ldm_latents.get('scale_factor')}) than "
+            f"{store.root} (shape {list(latents.shape[1:])}, scale {scale}); rerun rule train_ldm"
+        )
 
 
 def publishable(source: Path) -> dict:
     """encoder.* + estimator.* of a checkpoint, without the frozen LDM (stored once, in the LDM's folder)."""
     weights = stage.prefixed_state(source, "encoder.")
-    weights.update({k: v for k, v in stage.prefixed_state(source, "estimator.").items()
-                    if not k.startswith(FROZEN_PREFIX)})
+    weights.update(
+        {k: v for k, v in stage.prefixed_state(source, "estimator.").items() if not k.startswith(FROZEN_PREFIX)}
+    )
     return weights
 
 
@@ -209,25 +235,41 @@ def main(argv: list[str] | None = None) -> int:
     ldm_files = [io.weights_file(args.ldm), io.config_file(args.ldm)]
     for path, what in zip(ldm_files, ("weights", "config")):
         if not path.is_file():
-            raise FileNotFoundError(f"stage-2 LDM {what} not found: {path}; run rule train_ldm first "
-                                    "(stage 3 never trains on a randomly initialised LDM)")
+            raise FileNotFoundError(
+                f"stage-2 LDM {what} not found: {path}; run rule train_ldm first "
+                "(stage 3 never trains on a randomly initialised LDM)"
+            )
     ldm_config = io.read_config(args.ldm)
     store = LatentStore(Path(args.latents))
     latents, index, scale = store.read()
     check_ldm_matches(ldm_config, args.ldm, store, latents, scale)
 
     table = records_of(args)
-    pairs = index.reset_index().rename(columns={"index": "row"}).merge(
-        table[["participant_id", "session_id", "image"]].rename(columns={"image": "path"}),
-        on=["participant_id", "session_id"], how="inner")
+    pairs = (
+        index.reset_index()
+        .rename(columns={"index": "row"})
+        .merge(
+            table[["participant_id", "session_id", "image"]].rename(columns={"image": "path"}),
+            on=["participant_id", "session_id"],
+            how="inner",
+        )
+    )
     train = pairs[pairs.split == "train"]
     val = pairs[pairs.split == "val"]
     if cfg["val_max_sessions"]:
         val = val.iloc[: int(cfg["val_max_sessions"])]
     if train.empty:
         raise SystemExit("train-ldae: no training session with both an image and a latent")
-    files = [args.qc, args.sessions, args.splits, *store.files, *ldm_files, io.weights_file(args.autoencoder),
-             io.config_file(args.autoencoder), *pairs.path]
+    files = [
+        args.qc,
+        args.sessions,
+        args.splits,
+        *store.files,
+        *ldm_files,
+        io.weights_file(args.autoencoder),
+        io.config_file(args.autoencoder),
+        *pairs.path,
+    ]
     if cfg["encoder"]["pretrained_path"] and Path(cfg["encoder"]["pretrained_path"]).is_file():
         files.append(cfg["encoder"]["pretrained_path"])
     stamp = stage.fingerprint({"ldae": cfg, "images": images, "ddim": ddim.as_config()}, files)
@@ -236,20 +278,42 @@ def main(argv: list[str] | None = None) -> int:
     pl.seed_everything(settings["seed"], workers=True)
     autoencoder = io.load_autoencoder(args.autoencoder)
     module, messages = stage.build_quietly(
-        lambda: build_module(cfg, io.weights_file(args.ldm), ldm_config, autoencoder, scale, ddim))
+        lambda: build_module(cfg, io.weights_file(args.ldm), ldm_config, autoencoder, scale, ddim)
+    )
     resolved = {
-        "stage": STAGE, "config": cfg, "images": images, "ddim": ddim.as_config(),
+        "stage": STAGE,
+        "config": cfg,
+        "images": images,
+        "ddim": ddim.as_config(),
         "ldm": {"network": ldm_config["config"]["network"], "diffusion": ldm_config["config"]["diffusion"]},
-        "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale}, "warnings": messages,
+        "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale},
+        "warnings": messages,
     }
     cache_dir = run_dir / "cache"
 
     def pair_dataset(rows):
-        return PairDataset(ImageDataset(rows.path.tolist(), images, cfg["cache"], cache_dir), latents,
-                           rows.row.tolist(), scale)
+        return PairDataset(
+            ImageDataset(rows.path.tolist(), images, cfg["cache"], cache_dir), latents, rows.row.tolist(), scale
+        )
 
-    summary = {"resumed": resumed, "parameters": parameter_counts(module), "n_train": len(train), "n_val": len(val),
-               "warnings": messages}
-    return stage.fit_and_publish(args, module, resolved, settings, run_dir, pair_dataset(train),
-                                 pair_dataset(val) if len(val) else None, publishable, summary, "val/ssim", "max",
-                                 cfg["ema_decay"])
+    summary = {
+        "resumed": resumed,
+        "parameters": parameter_counts(module),
+        "n_train": len(train),
+        "n_val": len(val),
+        "warnings": messages,
+    }
+    return stage.fit_and_publish(
+        args,
+        module,
+        resolved,
+        settings,
+        run_dir,
+        pair_dataset(train),
+        pair_dataset(val) if len(val) else None,
+        publishable,
+        summary,
+        "val/ssim",
+        "max",
+        cfg["ema_decay"],
+    )

@@ -12,8 +12,9 @@ factor), metrics.csv, summary.json (parameter count beside the paper's 486M), la
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -24,6 +25,7 @@ from ldae.training import stage
 
 STAGE = "ldm"
 PAPER_PARAMETERS = "486M (paper: 'LDDIM @486M')"
+
 
 class LDMModule(stage.StepSeeding, pl.LightningModule):
     """``self.unet`` (eps prediction on scaled latents) trained with the DDPM epsilon MSE."""
@@ -50,8 +52,7 @@ class LDMModule(stage.StepSeeding, pl.LightningModule):
         x0 = batch["latent"]
         t = self.schedule.sample_timesteps(x0.shape[0], device=x0.device)
         loss = eps_loss(self.eps, x0, t, torch.randn_like(x0), self.schedule)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0],
-                 sync_dist=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -69,8 +70,7 @@ class LDMModule(stage.StepSeeding, pl.LightningModule):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage.stage_parser("train-ldm", "stage 2: unconditional latent DDPM on the cached latents",
-                                images=False)
+    parser = stage.stage_parser("train-ldm", "stage 2: unconditional latent DDPM on the cached latents", images=False)
     parser.add_argument("--latents", required=True, type=Path, help="latent store folder (rule encode_latents)")
     args = parser.parse_args(argv)
     verbs.setup(args.threads)
@@ -95,8 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "resumed": resumed,
         "parameters": {"unet": n_params, "unet_millions": round(n_params / 1e6, 1), "paper": PAPER_PARAMETERS},
-        "n_train": len(train_ds), "n_val": len(val_ds) if val_ds else 0, "latent_scale_factor": scale,
+        "n_train": len(train_ds),
+        "n_val": len(val_ds) if val_ds else 0,
+        "latent_scale_factor": scale,
     }
-    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
-                                 lambda source: stage.checkpoint_state(source, "unet."),  # EMA weights when EMA is on
-                                 summary, ema_decay=cfg["ema_decay"])
+    return stage.fit_and_publish(
+        args,
+        module,
+        resolved,
+        settings,
+        run_dir,
+        train_ds,
+        val_ds,
+        lambda source: stage.checkpoint_state(source, "unet."),  # EMA weights when EMA is on
+        summary,
+        ema_decay=cfg["ema_decay"],
+    )

@@ -23,8 +23,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -39,8 +40,12 @@ log = logging.getLogger("ldae.training")
 def stage_parser(verb: str, description: str, images: bool = True) -> argparse.ArgumentParser:
     parser = verbs.parser(verb, description)
     parser.add_argument("--out-dir", required=True, type=Path, help="the rule's declared output folder (model folder)")
-    parser.add_argument("--run-dir", type=Path, default=None,
-                        help="resumable run folder (Lightning checkpoints, logs); default <out-dir>/run")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="resumable run folder (Lightning checkpoints, logs); default <out-dir>/run",
+    )
     parser.add_argument("--devices", default="auto", help="GPUs for this job (the rule's gpus resource)")
     if images:
         verbs.add_table_args(parser)
@@ -210,8 +215,9 @@ class ResumableLoader(torch.utils.data.DataLoader):
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         if any(state.get(key) != value for key, value in self._layout().items()):
-            log.warning("checkpoint from another data layout (%s, now %s): its epoch restarts", dict(state),
-                        self._layout())
+            log.warning(
+                "checkpoint from another data layout (%s, now %s): its epoch restarts", dict(state), self._layout()
+            )
             return
         epoch, batches = int(state["epoch"]), int(state["batches"])
         if batches >= len(self):  # stopped at an epoch's end: the next epoch starts afresh
@@ -227,8 +233,13 @@ def loader(dataset, settings: Mapping[str, Any], shuffle: bool, batch_size: int 
     sampler = EpochRandomSampler(dataset, settings["seed"]) if shuffle else EvalSampler(dataset)
     kind = ResumableLoader if shuffle else torch.utils.data.DataLoader
     return kind(
-        dataset, batch_size=int(batch_size or settings["batch_size"]), sampler=sampler, num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        dataset,
+        batch_size=int(batch_size or settings["batch_size"]),
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
     )
 
 
@@ -240,8 +251,17 @@ def ssim_3d(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     p = prediction.detach().float().clamp(0, 1)
     t = target.detach().float().clamp(0, 1)
-    ssim_map, _ = compute_ssim_and_cs(p, t, spatial_dims=3, kernel_size=(3, 3, 3), kernel_sigma=(1.5, 1.5, 1.5),
-                                      data_range=1.0, kernel_type="gaussian", k1=0.01, k2=0.03)
+    ssim_map, _ = compute_ssim_and_cs(
+        p,
+        t,
+        spatial_dims=3,
+        kernel_size=(3, 3, 3),
+        kernel_sigma=(1.5, 1.5, 1.5),
+        data_range=1.0,
+        kernel_type="gaussian",
+        k1=0.01,
+        k2=0.03,
+    )
     return ssim_map.flatten(1).mean(1)
 
 
@@ -305,8 +325,11 @@ def selected_checkpoint(trainer, run_dir: Path, monitor: str) -> tuple[Path, flo
     """The checkpoint a stage publishes (best on `monitor` if there is one, else last) and the best score."""
     best = Path(run_dir) / "checkpoints" / "best.ckpt"
     source = best if best.is_file() else Path(run_dir) / "checkpoints" / "last.ckpt"
-    scores = [float(cb.best_model_score) for cb in trainer.checkpoint_callbacks
-              if getattr(cb, "monitor", None) == monitor and cb.best_model_score is not None]
+    scores = [
+        float(cb.best_model_score)
+        for cb in trainer.checkpoint_callbacks
+        if getattr(cb, "monitor", None) == monitor and cb.best_model_score is not None
+    ]
     return source, (scores[0] if scores else None)
 
 
@@ -314,7 +337,7 @@ def checkpoint_state(path: str | os.PathLike, prefix: str) -> dict[str, torch.Te
     """Tensors under ``prefix`` of a Lightning checkpoint's ``state_dict`` (EMA weights when EMA was on)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # our own checkpoints: tensors + plain data
     state = ckpt["state_dict"]
-    found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not found:
         raise ValueError(f"no weights under {prefix!r} in {path}")
     return found
@@ -332,8 +355,13 @@ def build_quietly(factory):
     return module, messages
 
 
-def publish_run(out_dir: Path, run_dir: Path, weights: dict[str, torch.Tensor], config: Mapping[str, Any],
-                summary: Mapping[str, Any]) -> None:
+def publish_run(
+    out_dir: Path,
+    run_dir: Path,
+    weights: dict[str, torch.Tensor],
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any],
+) -> None:
     """The run's model folder (:func:`ldae.models.io.publish`) with the run's CSV log as metrics.csv and its
     best.ckpt/last.ckpt hard-linked from the run folder (no extra disk)."""
     checkpoints = Path(run_dir) / "checkpoints"
@@ -346,24 +374,45 @@ def prefixed_state(source: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}{k}": v for k, v in checkpoint_state(source, prefix).items()}
 
 
-def fit_and_publish(args, module, resolved: Mapping[str, Any], settings: Mapping[str, Any], run_dir: Path,
-                    train_ds, val_ds, weights, summary: Mapping[str, Any], monitor: str | None = None,
-                    mode: str = "max", ema_decay: float | None = None, trainer_settings: Mapping[str, Any] = (),
-                    find_unused_parameters: bool = False) -> int:
+def fit_and_publish(
+    args,
+    module,
+    resolved: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    run_dir: Path,
+    train_ds,
+    val_ds,
+    weights,
+    summary: Mapping[str, Any],
+    monitor: str | None = None,
+    mode: str = "max",
+    ema_decay: float | None = None,
+    trainer_settings: Mapping[str, Any] = (),
+    find_unused_parameters: bool = False,
+) -> int:
     """Train ``module`` (resuming the run folder's state), then publish the model folder ``args.out_dir``.
 
     ``weights(source) -> state dict``: what to publish of the selected checkpoint (best on ``monitor`` when there is
     a validation split and a monitor, else last). ``summary``: the verb's own entries of summary.json;
     ``trainer_settings``: settings of the Trainer only (e.g. stage 1's manual optimisation)."""
     common.save_resolved_config(dict(resolved), run_dir)
-    trainer = common.build_trainer({**settings, **dict(trainer_settings)}, run_dir,
-                                   monitor=monitor if val_ds is not None else None, mode=mode,
-                                   ema_decay=ema_decay or None, callbacks=[SaveLastAtEnd(run_dir)],
-                                   find_unused_parameters=find_unused_parameters)
+    trainer = common.build_trainer(
+        {**settings, **dict(trainer_settings)},
+        run_dir,
+        monitor=monitor if val_ds is not None else None,
+        mode=mode,
+        ema_decay=ema_decay or None,
+        callbacks=[SaveLastAtEnd(run_dir)],
+        find_unused_parameters=find_unused_parameters,
+    )
     started = time.time()
-    trainer.fit(module, loader(train_ds, settings, shuffle=True),
-                loader(val_ds, settings, shuffle=False) if val_ds is not None else None,
-                ckpt_path=common.resume_checkpoint(run_dir), weights_only=True)
+    trainer.fit(
+        module,
+        loader(train_ds, settings, shuffle=True),
+        loader(val_ds, settings, shuffle=False) if val_ds is not None else None,
+        ckpt_path=common.resume_checkpoint(run_dir),
+        weights_only=True,
+    )
     if not trainer.is_global_zero:
         return 0
     if monitor:
@@ -372,7 +421,13 @@ def fit_and_publish(args, module, resolved: Mapping[str, Any], settings: Mapping
     else:  # no model selection: the final (EMA) weights
         source = Path(run_dir) / "checkpoints" / "last.ckpt"
         selected = {"selected_checkpoint": "last.ckpt (final EMA weights)"}
-    out = {"stage": resolved["stage"], **selected, "global_step": trainer.global_step,
-           "epochs": trainer.current_epoch, **dict(summary), "seconds_this_run": round(time.time() - started, 1)}
+    out = {
+        "stage": resolved["stage"],
+        **selected,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        **dict(summary),
+        "seconds_this_run": round(time.time() - started, 1),
+    }
     publish_run(args.out_dir, run_dir, weights(source), resolved, out)
     return 0

@@ -8,8 +8,9 @@ like; the test split is never seen. Outputs: see :mod:`ldae.training.baselines`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -48,15 +49,17 @@ class SupervisedModule(stage.StepSeeding, pl.LightningModule):
         self.seed = int(cfg["train"]["seed"])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=float(self.cfg["lr"]),
-                                weight_decay=float(self.cfg["weight_decay"]))
+        return torch.optim.Adam(
+            self.model.parameters(), lr=float(self.cfg["lr"]), weight_decay=float(self.cfg["weight_decay"])
+        )
 
     def _step(self, batch, name: str):
         out = self.model(batch["image"])[:, 0]
         loss = self.loss_fn(out, batch["target"])
         n = batch["target"].shape[0]
-        self.log(f"{name}/loss", loss, prog_bar=True, on_step=name == "train", on_epoch=True, batch_size=n,
-                 sync_dist=True)
+        self.log(
+            f"{name}/loss", loss, prog_bar=True, on_step=name == "train", on_epoch=True, batch_size=n, sync_dist=True
+        )
         if self.task == "ad":
             acc = ((out > 0).float() == batch["target"]).float().mean()
             self.log(f"{name}/accuracy", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
@@ -109,11 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         stage.log.warning("train-supervised: %s: the model is NOT trained", untrainable)
         pl.seed_everything(settings["seed"], workers=True)
         module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
-        resolved = {"stage": "supervised", "task": args.task, "config": cfg, "encoder": enc, "images": images,
-                    "target": {"mean": 0.0, "std": 1.0}, "warnings": [*messages, untrainable]}
+        resolved = {
+            "stage": "supervised",
+            "task": args.task,
+            "config": cfg,
+            "encoder": enc,
+            "images": images,
+            "target": {"mean": 0.0, "std": 1.0},
+            "warnings": [*messages, untrainable],
+        }
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        stage.publish_run(args.out_dir, run_dir, {f"model.{k}": v for k, v in module.model.state_dict().items()},
-                          resolved, {"stage": "supervised", "task": args.task, "trained": False, "reason": untrainable})
+        stage.publish_run(
+            args.out_dir,
+            run_dir,
+            {f"model.{k}": v for k, v in module.model.state_dict().items()},
+            resolved,
+            {"stage": "supervised", "task": args.task, "trained": False, "reason": untrainable},
+        )
         return 0
     stats = {"mean": 0.0, "std": 1.0}
     if args.task == "age":  # z-score the target with the TRAINING statistics only
@@ -123,14 +138,42 @@ def main(argv: list[str] | None = None) -> int:
     resumed = stage.prepare_run_dir(run_dir, stamp)
     pl.seed_everything(settings["seed"], workers=True)
     module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
-    resolved = {"stage": "supervised", "task": args.task, "config": cfg, "encoder": enc, "images": images,
-                "target": stats, "warnings": messages}
+    resolved = {
+        "stage": "supervised",
+        "task": args.task,
+        "config": cfg,
+        "encoder": enc,
+        "images": images,
+        "target": stats,
+        "warnings": messages,
+    }
     train_images, val_images = image_datasets(train, val, images, cfg, run_dir)
     train_ds = TargetDataset(train_images, [(t - stats["mean"]) / stats["std"] for t in train.target])
-    val_ds = (TargetDataset(val_images, [(t - stats["mean"]) / stats["std"] for t in val.target])
-              if val_images is not None else None)
+    val_ds = (
+        TargetDataset(val_images, [(t - stats["mean"]) / stats["std"] for t in val.target])
+        if val_images is not None
+        else None
+    )
     n = count_parameters(module.model)
-    extra = {"task": args.task, "resumed": resumed, "n_train": len(train), "n_val": len(val), "target": stats,
-             "warnings": messages, "parameters": {"total": n, "total_millions": round(n / 1e6, 1)}}
-    return stage.fit_and_publish(args, module, resolved, settings, run_dir, train_ds, val_ds,
-                                 lambda source: stage.prefixed_state(source, "model."), extra, "val/loss", "min")
+    extra = {
+        "task": args.task,
+        "resumed": resumed,
+        "n_train": len(train),
+        "n_val": len(val),
+        "target": stats,
+        "warnings": messages,
+        "parameters": {"total": n, "total_millions": round(n / 1e6, 1)},
+    }
+    return stage.fit_and_publish(
+        args,
+        module,
+        resolved,
+        settings,
+        run_dir,
+        train_ds,
+        val_ds,
+        lambda source: stage.prefixed_state(source, "model."),
+        extra,
+        "val/loss",
+        "min",
+    )
