@@ -176,7 +176,7 @@ def final_targets():
     return TARGETS
 
 
-# ---- cluster resources, GPU routing and resumable training (profiles/slurm, README.md "Running on a SLURM cluster") ----------
+# ---- cluster resources, GPU routing and resumable training (profiles/slurm, profiles/slurm/README.md) ----------
 # Every number comes from config `resources:` (the rule's entry, else `default`); resources never trigger
 # reruns. The slurm profile turns them into sbatch flags and picks the partition (profiles/slurm/
 # partitions.yaml: GPU jobs -> GPU partition, the rest -> CPU partition). A rule declares
@@ -234,7 +234,7 @@ def resume_dir(rule_name, section):
     preemption or node failure (profile `retries`, SLURM requeue, or simply running snakemake again)
     continues, while a changed section starts afresh. Pass it through `params:` (it changes exactly when
     the section does). The command must also check that its inputs are the ones the state was built
-    from (see README.md "Running on a SLURM cluster") before resuming."""
+    from (see profiles/slurm/README.md) before resuming."""
     import hashlib
     import json
 

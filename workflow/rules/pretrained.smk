@@ -1,5 +1,5 @@
-# The authors' released weights instead of the three training stages (config `pretrained:`; README "Using the
-# authors' weights"). Rule import_official converts autoencoderkl.pth / encoder.pth / decoder.pth into the model
+# The authors' released weights instead of the three training stages (config `pretrained:`;
+# docs/training.md, "The authors' released weights"). Rule import_official converts autoencoderkl.pth / encoder.pth / decoder.pth into the model
 # folders the training rules would publish (ldae.models.io loads both alike); the ruleorder below makes Snakemake
 # take it instead of train_autoencoder / train_ldm / train_ldae. encode_latents then encodes every session with the
 # imported autoencoder (scale factor from `latents.scale_factor`), and evaluation runs unchanged.

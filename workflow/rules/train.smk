@@ -1,4 +1,4 @@
-# AutoencoderKL -> latents -> latent DDPM -> LDAE (training stages; src/ldae/training/, README.md "Training").
+# AutoencoderKL -> latents -> latent DDPM -> LDAE (training stages; src/ldae/training/, docs/training.md).
 # Each rule reads only its own config section (+ `images` where it loads scans, + `ddim` for train_ldae's validation
 # sampler) through params, so e.g.
 # `--config ldm='{lr: 1e-5}'` reruns train_ldm and what follows, nothing above. Training state lives in a
