@@ -104,3 +104,59 @@ def test_every_benchmarked_rule_of_the_workflow_has_a_stage():
         "baselines",
         "evaluate",
     }
+
+
+def _tables(out: Path, ae_ssim: float, ldae_ssim: float, auc_low: float, mae: float, moves: tuple[float, float]):
+    """Result tables as the evaluation writes them (only the columns the targets read)."""
+    tables = out / "results" / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    (tables / "table6_reconstruction.tsv").write_text(
+        "Model\tEncoding\tT\tSSIM\n"
+        f"AutoencoderKL\t-\t-\t{ae_ssim}\n"
+        "LDAE\t(b) y_sem + encoded x_T\t10\t0.10\n"
+        f"LDAE\t(b) y_sem + encoded x_T\t100\t{ldae_ssim}\n"
+        "LDAE\t(a) y_sem + noise x_T\t100\t0.99\n"
+    )
+    (tables / "table7_linear_probes.tsv").write_text(
+        f"Model\tROC-AUC\tROC-AUC_ci_low\tMAE\nLDAE\t0.90\t{auc_low}\t{mae}\n{demo_summary_trivial()}\t0.5\t0.5\t4.0\n"
+    )
+    # CN scan moved towards AD, AD scan towards CN; p = probability of CN
+    cn_to_ad, ad_to_cn = moves
+    (tables / "figure67_manipulation.tsv").write_text(
+        "participant_id\tsession_id\tdiagnosis\ttowards\tpositive_class\tscale\tp_positive_decoded\n"
+        "s1\tM0\tCN\tAD\tCN\t5.0\t" + str(0.8 - cn_to_ad) + "\n"
+        "s1\tM0\tCN\tAD\tCN\t0.0\t0.8\n"
+        "s2\tM0\tAD\tCN\tCN\t0.0\t0.3\n"
+        "s2\tM0\tAD\tCN\tCN\t5.0\t" + str(0.3 + ad_to_cn) + "\n"
+    )
+
+
+def demo_summary_trivial() -> str:
+    from ldae.evaluation.probes import TRIVIAL_ROW
+
+    return TRIVIAL_ROW
+
+
+def test_targets_read_from_the_result_tables(tmp_path):
+    out = tmp_path / "demo"
+    _tables(out, ae_ssim=0.90, ldae_ssim=0.89, auc_low=0.62, mae=3.0, moves=(0.30, 0.26))
+    met = {t["target"]: t["met"] for t in demo_summary.demo_targets(out)}
+    assert met == {
+        "AutoencoderKL test SSIM": True,
+        "LDAE (b) SSIM vs the autoencoder": True,  # the largest T (100), not T = 10
+        "LDAE AD-vs-CN ROC-AUC": True,
+        "LDAE age MAE vs the mean-age baseline": True,  # 3.0 / 4.0 = 0.75
+        "manipulation CN -> AD": True,  # p(CN) falls by 0.30: towards AD
+        "manipulation AD -> CN": True,
+    }
+    _tables(out, ae_ssim=0.80, ldae_ssim=0.75, auc_low=0.45, mae=3.4, moves=(-0.30, 0.20))
+    met = {t["target"]: t["met"] for t in demo_summary.demo_targets(out)}
+    assert not any(met.values())  # SSIM < 0.85, gap 0.05, lower bound < 0.5, ratio 0.85, wrong way, 0.20 < 0.25
+    text = demo_summary.render_targets(demo_summary.demo_targets(out))
+    assert "0.800" in text and "NOT met" in text and "ratio 0.85" in text
+
+
+def test_targets_without_results_are_not_measured(tmp_path):
+    targets = demo_summary.demo_targets(tmp_path / "nothing")
+    assert targets and all(t["met"] is None for t in targets)
+    assert "not measured" in demo_summary.render_targets(targets)

@@ -1,5 +1,6 @@
 """`ldae demo-summary`: what `make demo` prints at the end - wall time per stage and rule (from the Snakemake
-benchmark files under <out_dir>/benchmarks/) and the three files to open first.
+benchmark files under <out_dir>/benchmarks/), whether the run shows what the demo is meant to show (the targets
+below, read from <out_dir>/results/tables/) and the three files to open first.
 
 Snakemake writes one benchmark TSV per job (`benchmark:` directive; column `s` = wall-clock seconds):
 <out_dir>/benchmarks/<rule>.tsv or <out_dir>/benchmarks/<rule>/<wildcards>.tsv. A rule's stage is the rule file
@@ -26,6 +27,12 @@ FIGURES = {
     "results/figures/figure5_lda.png": "the test embeddings, AD vs CN, on a 2-D LDA (Figure 5)",
     "results/figures/table6_examples.png": "reconstructions beside the input (Table 6)",
 }
+# What a demo run should show on its test split (bench/README.md#demo records the runs):
+AE_SSIM_MIN = 0.85  # the autoencoder reconstructs well (Table 6)
+LDAE_SSIM_GAP = 0.02  # LDAE (b) at the largest T within this of the autoencoder (Table 6)
+AUC_MIN = 0.85  # LDAE AD-vs-CN ROC-AUC, with the lower 95 % bound above 0.5 (Table 7)
+AGE_MAE_RATIO = 0.8  # LDAE age MAE at most this x the probe_train-mean baseline (Table 7)
+MANIPULATION_MOVE = 0.25  # re-encoded probe probability moves this far the intended way, s = 0 -> max (Figures 6-7)
 RULE_LINE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.MULTILINE)
 
 
@@ -110,6 +117,112 @@ def render(per_rule: pd.DataFrame, elapsed: float, files: list[tuple[str, str, b
     return "\n".join(lines)
 
 
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, sep="\t") if path.is_file() else None
+
+
+def _row(table: pd.DataFrame | None, **match) -> pd.Series | None:
+    if table is None:
+        return None
+    hits = table
+    for column, value in match.items():
+        if column not in hits.columns:
+            return None
+        hits = hits[hits[column].astype(str) == str(value)]
+    return hits.iloc[0] if len(hits) else None
+
+
+def _target(name: str, value: str, goal: str, met: bool | None) -> dict:
+    return {"target": name, "value": value, "goal": goal, "met": met}
+
+
+def reconstruction_targets(table6: pd.DataFrame | None) -> list[dict]:
+    ae = _row(table6, Model="AutoencoderKL")
+    ldae_rows = None if table6 is None else table6[(table6.Model == "LDAE") & table6.Encoding.str.startswith("(b)")]
+    out = [
+        _target(
+            "AutoencoderKL test SSIM",
+            "n/a" if ae is None else f"{ae.SSIM:.3f}",
+            f">= {AE_SSIM_MIN}",
+            None if ae is None else bool(ae.SSIM >= AE_SSIM_MIN),
+        )
+    ]
+    if ae is None or ldae_rows is None or ldae_rows.empty:
+        return [*out, _target("LDAE (b) SSIM vs the autoencoder", "n/a", f"within {LDAE_SSIM_GAP}", None)]
+    ldae = ldae_rows.loc[ldae_rows["T"].astype(int).idxmax()]
+    gap = float(ae.SSIM - ldae.SSIM)
+    value = f"{ldae.SSIM:.3f} at T = {int(ldae['T'])} (gap {gap:+.3f})"
+    return [*out, _target("LDAE (b) SSIM vs the autoencoder", value, f"gap <= {LDAE_SSIM_GAP}", gap <= LDAE_SSIM_GAP)]
+
+
+def probe_targets(table7: pd.DataFrame | None, trivial_row: str) -> list[dict]:
+    ldae, trivial = _row(table7, Model="LDAE"), _row(table7, Model=trivial_row)
+    if ldae is None:
+        return [
+            _target("LDAE AD-vs-CN ROC-AUC", "n/a", f">= {AUC_MIN}, lower bound > 0.5", None),
+            _target("LDAE age MAE vs the mean-age baseline", "n/a", f"<= {AGE_MAE_RATIO} x", None),
+        ]
+    auc, low = float(ldae["ROC-AUC"]), float(ldae.get("ROC-AUC_ci_low", float("nan")))
+    out = [
+        _target(
+            "LDAE AD-vs-CN ROC-AUC",
+            f"{auc:.3f} (lower 95 % bound {low:.3f})",
+            f">= {AUC_MIN}, lower bound > 0.5",
+            bool(auc >= AUC_MIN and low > 0.5),
+        )
+    ]
+    if trivial is None:
+        return [*out, _target("LDAE age MAE vs the mean-age baseline", "n/a", f"<= {AGE_MAE_RATIO} x", None)]
+    ratio = float(ldae.MAE) / float(trivial.MAE)
+    value = f"{float(ldae.MAE):.2f} vs {float(trivial.MAE):.2f} years (ratio {ratio:.2f})"
+    return [
+        *out,
+        _target("LDAE age MAE vs the mean-age baseline", value, f"ratio <= {AGE_MAE_RATIO}", ratio <= AGE_MAE_RATIO),
+    ]
+
+
+def manipulation_targets(table: pd.DataFrame | None) -> list[dict]:
+    """Per moved scan: p(positive class) of the re-encoded scan from the smallest to the largest scale, signed so
+    that a move towards the target class counts positive."""
+    needed = {"diagnosis", "towards", "scale", "p_positive_decoded", "positive_class"}
+    if table is None or not needed <= set(table.columns) or table.scale.isna().all():
+        return [_target("manipulation CN -> AD and AD -> CN", "n/a", f"move >= {MANIPULATION_MOVE}", None)]
+    out = []
+    for (diagnosis, towards), rows in table.dropna(subset=["scale"]).groupby(["diagnosis", "towards"], sort=False):
+        rows = rows.sort_values("scale")
+        sign = 1.0 if towards == rows.positive_class.iloc[0] else -1.0
+        move = sign * float(rows.p_positive_decoded.iloc[-1] - rows.p_positive_decoded.iloc[0])
+        value = f"{move:+.3f} (s = {rows.scale.iloc[0]:g} -> {rows.scale.iloc[-1]:g})"
+        out.append(
+            _target(
+                f"manipulation {diagnosis} -> {towards}", value, f">= {MANIPULATION_MOVE}", move >= MANIPULATION_MOVE
+            )
+        )
+    return out
+
+
+def demo_targets(out_dir: str | Path) -> list[dict]:
+    """The demo's targets, each with its measured value (``met`` None: not measured in this run)."""
+    from ldae import outputs
+    from ldae.evaluation.probes import TRIVIAL_ROW
+
+    tables = {stem: _read(Path(outputs.table(out_dir, stem))) for stem in outputs.TABLES}
+    return [
+        *reconstruction_targets(tables.get(outputs.TABLE6)),
+        *probe_targets(tables.get(outputs.TABLE7), TRIVIAL_ROW),
+        *manipulation_targets(tables.get(outputs.FIGURE67_TABLE)),
+    ]
+
+
+def render_targets(targets: list[dict]) -> str:
+    mark = {True: "met", False: "NOT met", None: "not measured"}
+    width = max(len(t["target"]) for t in targets)
+    lines = ["What the demo should show (test split; bench/README.md#demo):"]
+    for t in targets:
+        lines.append(f"  {t['target']:<{width}}  {t['value']:<40} goal {t['goal']:<28} {mark[t['met']]}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ldae demo-summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", default="demo", type=Path, help="the run's out_dir (default demo)")
@@ -134,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     stages = rule_stages(args.rules) if args.rules.is_dir() else {}
     print(render(summarise(bench, stages), elapsed_seconds(bench), files_to_open(args.out_dir)))
+    print()
+    print(render_targets(demo_targets(args.out_dir)))
     return 0
 
 

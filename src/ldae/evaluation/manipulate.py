@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         frame.insert(1, "session_id", rec["session_id"])
         frame.insert(2, "diagnosis", diagnosis)
         frame.insert(3, "towards", target_class)
+        frame.insert(4, "positive_class", positive)  # p_positive_* are probabilities of this class
         frame["volume"] = f"{name}.nii.gz"
         rows.append(frame)
         manipulation_montage(
