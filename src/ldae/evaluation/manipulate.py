@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import runtime
     from .embed import load_embeddings
     from .figures import manipulation_montage
-    from .probes import ProbeDataError, embedding_table, probe_options, probe_splits, train_linear_probe
+    from .probes import ProbeDataError, embedding_table, probe_options, probe_splits
     from .tables import write_table
 
     parser = runtime.base_parser(
@@ -161,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         probe_note = f"Probe: {args.probe_file} (given, not trained); positive class {positive}."
     else:
-        probe = train_linear_probe(
-            data.X["probe_train"],
-            data.y["probe_train"],
-            data.X["probe_val"],
-            data.y["probe_val"],
-            "classification",
-            **probe_options(pcfg, "classification"),
-        )
+        probe = data.train_probe("classification", **probe_options(pcfg, "classification"))
         probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
     images = records_of(args)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)

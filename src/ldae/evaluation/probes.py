@@ -71,6 +71,12 @@ class ProbeSplits:
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.y.items()}
 
+    def train_probe(self, task: str, **options) -> LinearProbe:
+        """:func:`train_linear_probe` on probe_train, selected on probe_val."""
+        return train_linear_probe(
+            self.X["probe_train"], self.y["probe_train"], self.X["probe_val"], self.y["probe_val"], task, **options
+        )
+
 
 def probe_splits(
     table: pd.DataFrame,
@@ -444,14 +450,7 @@ def run_probes(
             if name == "__trivial__":
                 score = trivial_scores(data, kind)
             else:
-                probe = train_linear_probe(
-                    data.X["probe_train"],
-                    data.y["probe_train"],
-                    data.X["probe_val"],
-                    data.y["probe_val"],
-                    kind,
-                    **probe_options(cfg, kind),
-                )
+                probe = data.train_probe(kind, **probe_options(cfg, kind))
                 score = (
                     probe.predict_proba(data.X["test"]) if kind == "classification" else probe.decision(data.X["test"])
                 )
