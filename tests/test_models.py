@@ -35,7 +35,7 @@ from ldae.models.semantic_encoder import SemanticEncoder, rgb_to_single_channel_
 
 from helpers import tiny_models  # noqa: E402
 
-TINY_AE = {**tiny_models.TINY_AE, "disc_channels": 8, "disc_num_layers": 2}
+TINY_AE = tiny_models.TINY_AE_GAN
 TINY_LDM = {**tiny_models.TINY_LDM, "attention_levels": [False, True, True], "dropout": 0.1}
 TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 24], tiny_depths=[1, 1], y_dim=24, num_heads=8, chunk_size=5)
 TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, True], norm_num_groups=8, y_dim=24)
