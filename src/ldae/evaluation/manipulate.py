@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
         "write_official_probe) instead of training the probe on probe_train",
     )
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.manipulation", args.config)
+    args, cfg = runtime.parse(parser, argv, "evaluation.manipulation")
     pcfg = verbs.section("evaluation.probe", args.probe_config, shared=("seed", "bootstrap"))
     positive = str(pcfg["positive_class"])
     emb = load_embeddings(args.embeddings)

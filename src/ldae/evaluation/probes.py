@@ -30,7 +30,7 @@ import torch
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
-from ldae import files, verbs
+from ldae import files
 
 from .bootstrap import BootstrapSettings, bootstrap_settings, weighted_intervals
 
@@ -506,9 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True, type=Path, help="results/tables/table7_linear_probes.tsv")
     parser.add_argument("--history", required=True, type=Path, help="per-epoch probe losses (TSV)")
     parser.add_argument("--figure", required=True, type=Path, help="results/figures/figure5_lda.png")
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.probe", args.config, shared=("seed", "bootstrap"))
+    args, cfg = runtime.parse(parser, argv, "evaluation.probe", shared=("seed", "bootstrap"))
     embeddings = {}
     for item in args.embeddings:
         name, _, path = item.partition("=")
