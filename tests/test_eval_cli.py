@@ -157,6 +157,30 @@ def ldae_args(root):
     return ["--autoencoder", m / "autoencoder", "--latents", m / "latents", "--ldm", m / "ldm", "--ldae", m / "ldae"]
 
 
+def manipulate_outputs(res, table, figure_cn, figure_ad, volumes):
+    """`ldae manipulate`'s output arguments, the files named in the folder ``res``."""
+    names = {"--table": table, "--figure-cn": figure_cn, "--figure-ad": figure_ad, "--volumes": volumes}
+    return [arg for option, name in names.items() for arg in (option, res / name)]
+
+
+def ldae_embeddings(root):
+    """The LDAE's embeddings of the trained cohort (2 DDIM steps), computed unless an earlier test did."""
+    emb = root / "embeddings" / "ldae.npz"
+    if not emb.is_file():
+        run(
+            "embed",
+            "--model",
+            "ldae",
+            *data_args(root),
+            *ldae_args(root),
+            "--out",
+            emb,
+            "--config",
+            json.dumps({"ddim_steps": 2}),
+        )
+    return emb
+
+
 @pytest.fixture(scope="module")
 def trained(cohort):
     root = cohort
@@ -387,19 +411,7 @@ def test_evaluation_verbs_end_to_end(trained):
 def test_tiny_cohort_degrades_to_na(trained, tmp_path):
     """A cohort too small for a probe or a triplet: the tables say n/a with the reason, figures say why; no crash."""
     root, res = trained, tmp_path / "results"
-    emb = root / "embeddings" / "ldae.npz"
-    if not emb.is_file():
-        run(
-            "embed",
-            "--model",
-            "ldae",
-            *data_args(root),
-            *ldae_args(root),
-            "--out",
-            emb,
-            "--config",
-            json.dumps({"ddim_steps": 2}),
-        )
+    emb = ldae_embeddings(root)
     sessions = pd.read_csv(root / "sessions.tsv", sep="\t")
     splits = pd.read_csv(root / "splits.tsv", sep="\t")
     test_ids = set(splits.participant_id[splits.split == "test"])
@@ -445,14 +457,7 @@ def test_tiny_cohort_degrades_to_na(trained, tmp_path):
         *ldae_args(root),
         "--embeddings",
         emb,
-        "--table",
-        res / "m.tsv",
-        "--figure-cn",
-        res / "f6.png",
-        "--figure-ad",
-        res / "f7.png",
-        "--volumes",
-        res / "vol",
+        *manipulate_outputs(res, "m.tsv", "f6.png", "f7.png", "vol"),
     )
     assert "no AD-vs-CN probe direction" in (res / "m.md").read_text() and (res / "f6.png").is_file()
     # a supervised AD model without both classes in probe_train: published untrained, never a crash
@@ -484,19 +489,7 @@ def test_manipulate_with_the_authors_probe(trained, tmp_path):
     from ldae.evaluation.probe_file import write_official_probe
 
     root, res = trained, tmp_path / "results"
-    emb = root / "embeddings" / "ldae.npz"
-    if not emb.is_file():
-        run(
-            "embed",
-            "--model",
-            "ldae",
-            *data_args(root),
-            *ldae_args(root),
-            "--out",
-            emb,
-            "--config",
-            json.dumps({"ddim_steps": 2}),
-        )
+    emb = ldae_embeddings(root)
     y = load_embeddings(emb).y.astype(np.float64)
     gen = torch.Generator().manual_seed(3)
     dim = y.shape[1]
@@ -522,14 +515,7 @@ def test_manipulate_with_the_authors_probe(trained, tmp_path):
         tmp_path / "probe.pt",
         "--config",
         json.dumps({"scales": [0, 3], "ddim_steps": 2}),
-        "--table",
-        res / "m.tsv",
-        "--figure-cn",
-        res / "f6.png",
-        "--figure-ad",
-        res / "f7.png",
-        "--volumes",
-        res / "vol",
+        *manipulate_outputs(res, "m.tsv", "f6.png", "f7.png", "vol"),
     )
     man = read_table(res / "m.tsv")
     assert set(man.diagnosis) == {"AD", "CN"} and f"Probe: {tmp_path / 'probe.pt'}" in (res / "m.md").read_text()
@@ -553,14 +539,7 @@ def test_manipulate_with_the_authors_probe(trained, tmp_path):
                         emb,
                         "--probe-file",
                         tmp_path / "wide.pt",
-                        "--table",
-                        res / "w.tsv",
-                        "--figure-cn",
-                        res / "w6.png",
-                        "--figure-ad",
-                        res / "w7.png",
-                        "--volumes",
-                        res / "wv",
+                        *manipulate_outputs(res, "w.tsv", "w6.png", "w7.png", "wv"),
                     ],
                 ),
             ]

@@ -18,7 +18,6 @@ from ldae.evaluation.probes import (
     regression_metrics,
     run_probes,
     select_epoch,
-    train_linear_probe,
     weighted_classification_metrics,
     weighted_regression_metrics,
 )
@@ -82,16 +81,7 @@ def test_probe_splits_are_subject_grouped_and_task_specific():
 def test_classifier_finds_planted_signal_with_training_statistics_only():
     table, feats = cohort()
     data = probe_splits(table, feats, "ad")
-    probe = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "classification",
-        lr=1e-2,
-        epochs=200,
-        seed=0,
-    )
+    probe = data.train_probe("classification", lr=1e-2, epochs=200, seed=0)
     assert np.allclose(probe.scaler.mean_, data.X["probe_train"].mean(0), atol=1e-4)  # train statistics only
     m = classification_metrics(data.y["test"], probe.predict_proba(data.X["test"]))
     assert m["Accuracy"] > 0.9 and m["ROC-AUC"] > 0.95
@@ -103,45 +93,16 @@ def test_classifier_finds_planted_signal_with_training_statistics_only():
     assert probe.history.val_mcc[probe.best_epoch] == probe.history.val_mcc[1:].max()
     kept = skm.matthews_corrcoef(data.y["probe_val"].astype(int), (probe.decision(data.X["probe_val"]) >= 0))
     assert kept == pytest.approx(probe.history.val_mcc[probe.best_epoch])
-    by_loss = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "classification",
-        lr=1e-2,
-        epochs=200,
-        seed=0,
-        selection="loss",
-    )
+    by_loss = data.train_probe("classification", lr=1e-2, epochs=200, seed=0, selection="loss")
     assert by_loss.history.val_loss[by_loss.best_epoch] == by_loss.history.val_loss[1:].min()
-    again = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "classification",
-        lr=1e-2,
-        epochs=200,
-        seed=0,
-    )
+    again = data.train_probe("classification", lr=1e-2, epochs=200, seed=0)
     assert np.array_equal(again.decision(data.X["test"]), probe.decision(data.X["test"]))  # seeded
 
 
 def test_regressor_sgd_predicts_age_in_years():
     table, feats = cohort(signal=0.0)
     data = probe_splits(table, feats, "age")
-    probe = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "regression",
-        lr=1e-2,
-        epochs=200,
-        batch_size=16,
-        seed=1,
-    )
+    probe = data.train_probe("regression", lr=1e-2, epochs=200, batch_size=16, seed=1)
     pred = probe.decision(data.X["test"])
     m = regression_metrics(data.y["test"], pred)
     naive = regression_metrics(data.y["test"], np.full_like(data.y["test"], data.y["probe_train"].mean()))
@@ -152,29 +113,10 @@ def test_regressor_sgd_predicts_age_in_years():
     assert probe.best_epoch == int(probe.history.val_rmse[1:].idxmin())
     val_rmse = regression_metrics(data.y["probe_val"], probe.decision(data.X["probe_val"]))["RMSE"]
     assert val_rmse == pytest.approx(probe.history.val_rmse[probe.best_epoch], rel=1e-4)
-    z = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "regression",
-        lr=1e-2,
-        epochs=20,
-        batch_size=16,
-        seed=1,
-        target_scaling="zscore",
-    )
+    z = data.train_probe("regression", lr=1e-2, epochs=20, batch_size=16, seed=1, target_scaling="zscore")
     assert z.y_offset == pytest.approx(float(data.y["probe_train"].mean()), rel=1e-6)
     with pytest.raises(ValueError, match="age_target"):
-        train_linear_probe(
-            data.X["probe_train"],
-            data.y["probe_train"],
-            data.X["probe_val"],
-            data.y["probe_val"],
-            "regression",
-            epochs=1,
-            target_scaling="robust",
-        )
+        data.train_probe("regression", epochs=1, target_scaling="robust")
 
 
 def test_select_epoch_on_a_hand_made_sequence():
@@ -196,16 +138,7 @@ def test_select_epoch_on_a_hand_made_sequence():
 def test_minmax_statistics_come_from_probe_train_only():
     table, feats = cohort(signal=0.0)
     data = probe_splits(table, feats, "age")
-    probe = train_linear_probe(
-        data.X["probe_train"],
-        data.y["probe_train"],
-        data.X["probe_val"],
-        data.y["probe_val"],
-        "regression",
-        lr=1e-2,
-        epochs=5,
-        seed=0,
-    )
+    probe = data.train_probe("regression", lr=1e-2, epochs=5, seed=0)
     assert (probe.y_offset, probe.y_scale) == pytest.approx(
         (data.y["probe_train"].min(), np.ptp(data.y["probe_train"]))
     )
@@ -214,16 +147,7 @@ def test_minmax_statistics_come_from_probe_train_only():
     moved.loc[moved.split == "test", "age"] = 150.0
     moved.loc[moved.probe_split == "probe_val", "age"] = 10.0
     data2 = probe_splits(moved, feats, "age")
-    again = train_linear_probe(
-        data2.X["probe_train"],
-        data2.y["probe_train"],
-        data2.X["probe_val"],
-        data2.y["probe_val"],
-        "regression",
-        lr=1e-2,
-        epochs=5,
-        seed=0,
-    )
+    again = data2.train_probe("regression", lr=1e-2, epochs=5, seed=0)
     assert (again.y_offset, again.y_scale) == (probe.y_offset, probe.y_scale)
     _, probes, _ = run_probes(moved, {"f": feats}, {"LDAE": {"age": "f"}}, lr=1e-2, regressor_epochs=5, seed=0)
     assert probes["LDAE/age"].y_offset == probe.y_offset and probes["LDAE/age"].y_scale == probe.y_scale

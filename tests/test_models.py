@@ -33,24 +33,10 @@ from ldae.models.io import load_frozen_unet  # noqa: E402
 from ldae.models.ldm_unet import AdaGNResnetBlock, resample_factors, set_resample_axes  # noqa: E402
 from ldae.models.semantic_encoder import SemanticEncoder, rgb_to_single_channel_conv  # noqa: E402
 
-TINY_AE = dict(
-    channels=[8, 16],
-    num_res_blocks=1,
-    attention_levels=[False, False],
-    norm_num_groups=8,
-    latent_channels=3,
-    disc_channels=8,
-    disc_num_layers=2,
-)
-TINY_LDM = dict(
-    latent_channels=3,
-    channels=[16, 32, 32],
-    num_res_blocks=1,
-    attention_levels=[False, True, True],
-    norm_num_groups=8,
-    num_heads=1,
-    dropout=0.1,
-)
+from helpers import tiny_models  # noqa: E402
+
+TINY_AE = tiny_models.TINY_AE_GAN
+TINY_LDM = {**tiny_models.TINY_LDM, "attention_levels": [False, True, True], "dropout": 0.1}
 TINY_ENC = dict(backbone="tiny", tiny_dims=[8, 24], tiny_depths=[1, 1], y_dim=24, num_heads=8, chunk_size=5)
 TINY_DAE = dict(channels=[8, 16], num_res_blocks=1, attention_levels=[False, True], norm_num_groups=8, y_dim=24)
 

@@ -32,6 +32,8 @@ from ldae.models.official import (  # noqa: E402
 )
 from ldae.models.semantic_encoder import resolve_y_dim  # noqa: E402
 
+from helpers import tiny_models  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS_JSON = ROOT.parent / "shared" / "official-weights-keys.json"  # CI clones the repo with shared/ beside it
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -40,25 +42,11 @@ PAPER_Y_DIM = resolve_y_dim(CONFIG["ldae"]["encoder"])  # null: the backbone's f
 PAPER_AE = CONFIG["autoencoder"]["network"]
 
 # the paper's structure (3 levels, 2 residual blocks, attention at the two deeper levels) at a tiny width
-TINY_LDM = dict(
-    latent_channels=3,
-    channels=[16, 32, 48],
-    num_res_blocks=2,
-    attention_levels=[False, True, True],
-    norm_num_groups=8,
-    num_heads=1,
-    dropout=0.1,
-)
+PAPER_STRUCTURE = {"num_res_blocks": 2, "attention_levels": [False, True, True]}
+TINY_LDM = {**tiny_models.TINY_LDM, **PAPER_STRUCTURE, "channels": [16, 32, 48], "dropout": 0.1}
 TINY_Y = 12
-TINY_AE = dict(
-    channels=[8, 16],
-    num_res_blocks=1,
-    attention_levels=[False, True],
-    norm_num_groups=8,
-    latent_channels=3,
-    with_encoder_nonlocal_attn=True,
-    with_decoder_nonlocal_attn=True,
-)
+TINY_AE = {**tiny_models.TINY_AE, "attention_levels": [False, True]}
+TINY_AE.update(with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True)
 
 
 @pytest.fixture(scope="module")

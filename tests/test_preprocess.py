@@ -479,14 +479,8 @@ def test_cohort_qc_table_and_summary(passed, head, scan_dir, capsys):
     import pandas as pd
 
     table = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
-    assert list(table.columns[:6]) == [
-        "participant_id",
-        "session_id",
-        "status",
-        "reason",
-        "similarity",
-        "brain_volume_ml",
-    ]
+    head = "participant_id session_id status reason similarity brain_volume_ml"
+    assert list(table.columns[:6]) == head.split()
     assert "preproc" in table.columns and len(table) == 3
     ok = table[table.status == "pass"].iloc[0]
     assert (root / ok.preproc).is_file() and not os.path.isabs(ok.preproc)

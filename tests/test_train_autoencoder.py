@@ -14,18 +14,13 @@ from ldae.models import count_parameters
 from ldae.training import autoencoder as A
 from ldae.training import common, stage
 
+from helpers.tiny_models import TINY_AE_GAN
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|manual optimization|many workers|Experiment logs).*")
 
 TINY = {
-    "network": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-        "disc_channels": 8,
-        "disc_num_layers": 2,
-    },
+    "network": TINY_AE_GAN,
     "cache": "none",
     "lr": 1e-3,
     "disc_lr": 1e-3,

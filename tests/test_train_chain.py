@@ -19,41 +19,24 @@ import yaml
 from ldae import cli
 from ldae.models import io
 
+from helpers.cohort import cohort_args, session_row
+from helpers.tiny_models import TINY_AE_GAN, TINY_TRAIN, TINY_UNET
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|manual optimization).*")
 
 pytestmark = pytest.mark.slow  # the training verbs chained on a cohort: make test, not make test-fast
 IMAGES = {"spacing_mm": 2.0, "shape": [16, 16, 16]}
-TRAIN = {
-    "max_epochs": 1,
-    "batch_size": 2,
-    "accumulate_grad_batches": 1,
-    "num_workers": 0,
-    "checkpoint_every_n_steps": 2,
-    "log_every_n_steps": 1,
-    "val_every_n_epochs": 1,
-}
+TRAIN = TINY_TRAIN
 AE = {
-    "network": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-        "disc_channels": 8,
-        "disc_num_layers": 2,
-    },
+    "network": TINY_AE_GAN,
     "cache": "disk",
     "lr": 1e-3,
     "perceptual_weights": "/nonexistent/squeezenet.pth",
     "train": TRAIN,
 }
 LDM = {
-    "network": {
-        "channels": [8, 16, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False, True],
-        "norm_num_groups": 8,
-    },
+    "network": TINY_UNET,
     "lr": 1e-3,
     "ema_decay": 0.9,
     "train": TRAIN,
@@ -94,17 +77,7 @@ def cohort(tmp_path_factory):
             rel = f"{pid}/{ses}/anat/{pid}_{ses}_desc-preproc_T1w.nii.gz"
             (deriv / rel).parent.mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), deriv / rel)
-            sessions.append(
-                {
-                    "participant_id": pid,
-                    "session_id": ses,
-                    "months": 12 * v,
-                    "age": 70 + s + v,
-                    "sex": "F",
-                    "diagnosis": "CN",
-                    "t1w": "x",
-                }
-            )
+            sessions.append(session_row(s, v, "CN"))
             excluded = s == 0 and v == 1
             qc.append(
                 {
@@ -122,20 +95,17 @@ def cohort(tmp_path_factory):
 
 
 def data_args(root):
-    return [
-        "--qc",
-        str(root / "derivatives/ldae-preproc/qc.tsv"),
-        "--sessions",
-        str(root / "sessions.tsv"),
-        "--splits",
-        str(root / "splits.tsv"),
-        "--images",
-        json.dumps(IMAGES),
-    ]
+    return cohort_args(root, IMAGES)
 
 
 def run(*argv):
     assert cli.main([str(a) for a in argv]) == 0
+
+
+def train_ldm(root, out_dir):
+    """Stage 2 on the chain's latents, in the run folder every call shares (a second call resumes)."""
+    latents, run_dir = root / "models" / "latents", root / "resume/ldm"
+    run("train-ldm", "--latents", latents, "--config", json.dumps(LDM), "--out-dir", out_dir, "--run-dir", run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -163,17 +133,7 @@ def chain(cohort):
         "--out-dir",
         models / "latents",
     )
-    run(
-        "train-ldm",
-        "--latents",
-        models / "latents",
-        "--config",
-        json.dumps(LDM),
-        "--out-dir",
-        models / "ldm",
-        "--run-dir",
-        root / "resume/ldm",
-    )
+    train_ldm(root, models / "ldm")
     run(
         "train-ldae",
         *data_args(root),
@@ -271,17 +231,7 @@ def test_models_load_as_evaluation_loads_them(chain):
 
 def test_rerun_resumes_and_stage3_refuses_a_missing_stage2(chain):
     root, models = chain, chain / "models"
-    run(
-        "train-ldm",
-        "--latents",
-        models / "latents",
-        "--config",
-        json.dumps(LDM),
-        "--out-dir",
-        root / "ldm_again",
-        "--run-dir",
-        root / "resume/ldm",
-    )
+    train_ldm(root, root / "ldm_again")
     assert json.loads((root / "ldm_again/summary.json").read_text())["resumed"] is True
     with pytest.raises(FileNotFoundError, match="stage-2 LDM weights not found"):
         cli.main(

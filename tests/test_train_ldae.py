@@ -18,17 +18,12 @@ from ldae.training import common, stage
 from ldae.training import ldae as D
 from ldae.training import ldm as L
 
+from helpers.tiny_models import TINY_TRAIN, TINY_UNET
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs|backbone weights).*")
 
-LDM_NET = {
-    "channels": [8, 16, 16],
-    "num_res_blocks": 1,
-    "attention_levels": [False, False, True],
-    "norm_num_groups": 8,
-    "dropout": 0.0,
-    "latent_channels": 3,
-}
+LDM_NET = {**TINY_UNET, "dropout": 0.0, "latent_channels": 3}
 ENCODER = {"backbone": "tiny", "tiny_dims": [8, 24], "tiny_depths": [1, 1], "y_dim": 24, "chunk_size": 8}
 TINY = {
     "encoder": ENCODER,
@@ -37,15 +32,7 @@ TINY = {
     "ema_decay": 0.9,
     "val_ddim_steps": 5,
     "cache": "none",
-    "train": {
-        "max_epochs": 1,
-        "batch_size": 2,
-        "accumulate_grad_batches": 1,
-        "num_workers": 0,
-        "checkpoint_every_n_steps": 2,
-        "log_every_n_steps": 1,
-        "val_every_n_epochs": 1,
-    },
+    "train": TINY_TRAIN,
 }
 AE_NET = {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8}
 

@@ -20,6 +20,8 @@ from ldae.models import build_ldm_unet, count_parameters
 from ldae.models.io import load_ldm, load_schedule
 from ldae.training import ldm as L
 
+from helpers.tiny_models import TINY_TRAIN
+
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*(srun|LeafSpec|many workers|Experiment logs).*")
 
@@ -32,15 +34,7 @@ TINY = {
     },
     "lr": 1e-3,
     "ema_decay": 0.9,
-    "train": {
-        "max_epochs": 2,
-        "batch_size": 2,
-        "accumulate_grad_batches": 1,
-        "num_workers": 0,
-        "checkpoint_every_n_steps": 2,
-        "log_every_n_steps": 1,
-        "val_every_n_epochs": 1,
-    },
+    "train": {**TINY_TRAIN, "max_epochs": 2},
 }
 
 

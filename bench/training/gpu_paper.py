@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    from ldae import verbs
+    from ldae import files, verbs
     from ldae.diffusion import DiffusionSchedule, ddim_sample, guided_eps_fn
     from ldae.models import build_ldm_unet
     from ldae.training import autoencoder as A
@@ -112,7 +112,9 @@ def main(argv=None) -> int:
         "stages": {},
     }
 
-    def record(name, seconds, batch, rule, extra=None):
+    def record(rule, step, batch, extra=None):
+        """Time ``step`` (a training step of rule ``rule`` on ``batch`` scans) and record it under the rule's name."""
+        seconds = timed(step, args.steps, args.warmup)
         its = 1.0 / seconds
         epoch_1gpu = args.scans / batch * seconds
         entry = {
@@ -126,8 +128,8 @@ def main(argv=None) -> int:
             "epoch_minutes_rule_gpus": round(epoch_1gpu / gpus[rule] / 60, 1),
             **(extra or {}),
         }
-        results["stages"][name] = entry
-        print(name, json.dumps(entry), flush=True)
+        results["stages"][rule] = entry
+        print(rule, json.dumps(entry), flush=True)
 
     ae_cfg = verbs.section("autoencoder", config["autoencoder"])
     ldm_cfg = verbs.section("ldm", config["ldm"])
@@ -157,9 +159,8 @@ def main(argv=None) -> int:
 
         record(
             "train_autoencoder",
-            timed(ae_step, args.steps, args.warmup),
+            ae_step,
             batch,
-            "train_autoencoder",
             {"note": "generator + discriminator update; perceptual term off unless weights are configured"},
         )
         del opt_g, opt_d
@@ -182,13 +183,7 @@ def main(argv=None) -> int:
             loss.backward()
             opt.step()
 
-        record(
-            "train_ldm",
-            timed(ldm_step, args.steps, args.warmup),
-            batch,
-            "train_ldm",
-            {"parameters": sum(p.numel() for p in ldm.unet.parameters())},
-        )
+        record("train_ldm", ldm_step, batch, {"parameters": sum(p.numel() for p in ldm.unet.parameters())})
         del ldm, opt
 
     if "ldae" in stages:
@@ -212,9 +207,8 @@ def main(argv=None) -> int:
         counts = D.parameter_counts(module)
         record(
             "train_ldae",
-            timed(ldae_step, args.steps, args.warmup),
+            ldae_step,
             batch,
-            "train_ldae",
             {"parameters_total": counts["total"], "parameters_trainable": counts["trainable"]},
         )
         del opt
@@ -230,8 +224,7 @@ def main(argv=None) -> int:
         results["ldae_reconstruction_seconds_T100"] = round(timed(reconstruct, 3, 1), 2)
         results["paper_reconstruction_seconds_T100"] = 6.0
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(args.out, results, trailing_newline=True)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from ldae import verbs
+    from ldae import files, verbs
     from ldae.diffusion import ddim_sample, guided_eps_fn
     from ldae.models import build_ldm_unet, count_parameters
     from ldae.training import autoencoder as A
@@ -214,8 +214,7 @@ def main(argv=None) -> int:
     results["paper_parameters"] = paper_parameters()
     results["load_average_at_end"] = list(os.getloadavg())
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(args.out, results, trailing_newline=True)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -44,17 +44,7 @@ def make_cohort(root: Path, splits: dict[str, int], sessions_per_subject: int = 
                 rel = f"{pid}/{ses}/anat/{pid}_{ses}_desc-preproc_T1w.nii.gz"
                 (deriv / rel).parent.mkdir(parents=True, exist_ok=True)
                 nib.save(nib.Nifti1Image(volume, np.diag([spacing] * 3 + [1.0])), deriv / rel)
-                sessions.append(
-                    {
-                        "participant_id": pid,
-                        "session_id": ses,
-                        "months": 12 * v,
-                        "age": 70 + s + v,
-                        "sex": "F",
-                        "diagnosis": "CN" if s % 2 else "AD",
-                        "t1w": "x",
-                    }
-                )
+                sessions.append(session_row(s, v, "CN" if s % 2 else "AD"))
                 qc.append({"participant_id": pid, "session_id": ses, "status": "pass", "reason": "", "preproc": rel})
             s += 1
     pd.DataFrame(sessions).to_csv(root / "sessions.tsv", sep="\t", index=False)
@@ -63,8 +53,22 @@ def make_cohort(root: Path, splits: dict[str, int], sessions_per_subject: int = 
     return root
 
 
-def cohort_args(root: Path) -> list[str]:
-    """The data arguments every image-reading training verb takes, for a :func:`make_cohort` folder."""
+def session_row(subject: int, visit: int, diagnosis: str) -> dict:
+    """The sessions.tsv row of visit ``visit`` (every 12 months) of subject ``subject`` (sub-ADNI<subject>)."""
+    return {
+        "participant_id": f"sub-ADNI{subject:03d}",
+        "session_id": f"ses-M{12 * visit:03d}",
+        "months": 12 * visit,
+        "age": 70 + subject + visit,
+        "sex": "F",
+        "diagnosis": diagnosis,
+        "t1w": "x",
+    }
+
+
+def cohort_args(root: Path, images: dict | None = None) -> list[str]:
+    """The data arguments every image-reading training verb takes, for a :func:`make_cohort` folder (or one laid
+    out like it); ``images``: the `images` section (default: the CI config's)."""
     import json
 
     return [
@@ -75,5 +79,5 @@ def cohort_args(root: Path) -> list[str]:
         "--splits",
         str(root / "splits.tsv"),
         "--images",
-        json.dumps(ci_config()["images"]),
+        json.dumps(ci_config()["images"] if images is None else images),
     ]

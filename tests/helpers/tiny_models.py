@@ -1,6 +1,7 @@
-"""Tiny random-init models and phantom volumes for the evaluation tests (tests/test_eval_*.py): the sections of an
-AutoencoderKL, LDM, semantic encoder and DAE at a few thousand parameters, pipelines built from them, 16^3 blobs.
-Importing it sets torch to 1 thread (the tests are small; more threads only contend)."""
+"""Tiny random-init models and phantom volumes for the tests: the sections of an AutoencoderKL (+ patch
+discriminator), LDM, semantic encoder and DAE at a few thousand parameters, a tiny U-Net section and `train:` block
+for the training verbs, pipelines built from them, 16^3 blobs. Importing it sets torch to 1 thread (the tests are
+small; more threads only contend)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ TINY_ENC = dict(
 TINY_DAE = dict(
     channels=[8, 16], num_res_blocks=1, attention_levels=[False, False], norm_num_groups=8, y_dim=16, dropout=0.0
 )
+TINY_AE_GAN = {**TINY_AE, "disc_channels": 8, "disc_num_layers": 2}  # + a 2-layer, 8-channel patch discriminator
+TINY_UNET = dict(channels=[8, 16, 16], num_res_blocks=1, attention_levels=[False, False, True], norm_num_groups=8)
+TINY_TRAIN = {  # one epoch of batches of 2, a checkpoint every 2 steps, validation every epoch
+    "max_epochs": 1,
+    "batch_size": 2,
+    "accumulate_grad_batches": 1,
+    "num_workers": 0,
+    "checkpoint_every_n_steps": 2,
+    "log_every_n_steps": 1,
+    "val_every_n_epochs": 1,
+}
 SHAPE = (16, 16, 16)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ldae import files, verbs
+from ldae import files
 from ldae.data.tables import sessions_with_splits
 from ldae.diffusion import alpha_from_months, lerp, slerp
 from ldae.models.pipelines import LDAEPipeline
@@ -217,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True, type=Path)
     parser.add_argument("--triplets", required=True, type=Path, help="per-triplet results (TSV)")
     parser.add_argument("--figure", required=True, type=Path)
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.interpolation", args.config, shared=("seed", "bootstrap"))
+    args, cfg = runtime.parse(parser, argv, "evaluation.interpolation", shared=("seed", "bootstrap"))
     emb = load_embeddings(args.embeddings)
     if "x_T" not in emb.extra:
         raise SystemExit(f"{args.embeddings} holds no inverted x_T (rule embed, model ldae)")

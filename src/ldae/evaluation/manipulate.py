@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import runtime
     from .embed import load_embeddings
     from .figures import manipulation_montage
-    from .probes import ProbeDataError, embedding_table, probe_options, probe_splits, train_linear_probe
+    from .probes import ProbeDataError, embedding_table, probe_options, probe_splits
     from .tables import write_table
 
     parser = runtime.base_parser(
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a probe file or its folder (ldae.evaluation.probe_file, e.g. the authors' probe imported with "
         "write_official_probe) instead of training the probe on probe_train",
     )
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.manipulation", args.config)
+    args, cfg = runtime.parse(parser, argv, "evaluation.manipulation")
     pcfg = verbs.section("evaluation.probe", args.probe_config, shared=("seed", "bootstrap"))
     positive = str(pcfg["positive_class"])
     emb = load_embeddings(args.embeddings)
@@ -161,14 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         probe_note = f"Probe: {args.probe_file} (given, not trained); positive class {positive}."
     else:
-        probe = train_linear_probe(
-            data.X["probe_train"],
-            data.y["probe_train"],
-            data.X["probe_val"],
-            data.y["probe_val"],
-            "classification",
-            **probe_options(pcfg, "classification"),
-        )
+        probe = data.train_probe("classification", **probe_options(pcfg, "classification"))
         probe_note = f"Probe: AD vs CN on LDAE y_sem (probe_train, selected on probe_val); positive class {positive}."
     images = records_of(args)
     test = images[(images.split == "test") & images.diagnosis.isin(["AD", "CN"])].reset_index(drop=True)

@@ -30,7 +30,7 @@ import torch
 from sklearn import metrics as skm
 from sklearn.preprocessing import StandardScaler
 
-from ldae import files, verbs
+from ldae import files
 
 from .bootstrap import BootstrapSettings, bootstrap_settings, weighted_intervals
 
@@ -70,6 +70,12 @@ class ProbeSplits:
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.y.items()}
+
+    def train_probe(self, task: str, **options) -> LinearProbe:
+        """:func:`train_linear_probe` on probe_train, selected on probe_val."""
+        return train_linear_probe(
+            self.X["probe_train"], self.y["probe_train"], self.X["probe_val"], self.y["probe_val"], task, **options
+        )
 
 
 def probe_splits(
@@ -444,14 +450,7 @@ def run_probes(
             if name == "__trivial__":
                 score = trivial_scores(data, kind)
             else:
-                probe = train_linear_probe(
-                    data.X["probe_train"],
-                    data.y["probe_train"],
-                    data.X["probe_val"],
-                    data.y["probe_val"],
-                    kind,
-                    **probe_options(cfg, kind),
-                )
+                probe = data.train_probe(kind, **probe_options(cfg, kind))
                 score = (
                     probe.predict_proba(data.X["test"]) if kind == "classification" else probe.decision(data.X["test"])
                 )
@@ -507,9 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True, type=Path, help="results/tables/table7_linear_probes.tsv")
     parser.add_argument("--history", required=True, type=Path, help="per-epoch probe losses (TSV)")
     parser.add_argument("--figure", required=True, type=Path, help="results/figures/figure5_lda.png")
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.probe", args.config, shared=("seed", "bootstrap"))
+    args, cfg = runtime.parse(parser, argv, "evaluation.probe", shared=("seed", "bootstrap"))
     embeddings = {}
     for item in args.embeddings:
         name, _, path = item.partition("=")

@@ -14,7 +14,7 @@ from ldae import verbs
 
 log = logging.getLogger("ldae.evaluation")
 
-__all__ = ["base_parser", "add_ldae_args", "add_ddim_arg", "ddim_settings", "device"]
+__all__ = ["base_parser", "parse", "add_ldae_args", "add_ddim_arg", "ddim_settings", "device"]
 
 
 def base_parser(verb: str, description: str, images: bool = False) -> argparse.ArgumentParser:
@@ -22,6 +22,16 @@ def base_parser(verb: str, description: str, images: bool = False) -> argparse.A
     parser = verbs.parser(verb, description)
     verbs.add_table_args(parser, images)
     return parser
+
+
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None, section: str, shared: tuple[str, ...] = ()
+) -> tuple[argparse.Namespace, dict]:
+    """The verb's arguments (logging and threads set up: :func:`ldae.verbs.setup`) and its config ``section``
+    resolved from ``--config`` (``shared``: see :func:`ldae.verbs.section`)."""
+    args = parser.parse_args(argv)
+    verbs.setup(args.threads)
+    return args, verbs.section(section, args.config, shared=shared)
 
 
 def add_ldae_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

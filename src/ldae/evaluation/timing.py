@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks-ldae", nargs="*", default=[], help="benchmark TSVs of the LDAE's training")
     parser.add_argument("--benchmarks-dae", nargs="*", default=[], help="benchmark TSVs of the DAE's training")
     parser.add_argument("--table", required=True, type=Path)
-    args = parser.parse_args(argv)
-    verbs.setup(args.threads)
-    cfg = verbs.section("evaluation.timing", args.config)
+    args, cfg = runtime.parse(parser, argv, "evaluation.timing")
     dev = runtime.device()
     images = records_of(args)
     test = images[images.split == "test"]

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = verbs.section(STAGE, args.config)
     monitor, mode = selection(cfg)
     images = verbs.parse_config_arg(args.images)
-    settings, run_dir = stage.run_settings(args, cfg)
+    run = stage.Run.of(args, cfg)
 
     table = records_of(args)
     train_paths = table.image[table.split == "train"].tolist()
@@ -251,12 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = stage.fingerprint(
         {"autoencoder": cfg, "images": images}, [args.qc, args.sessions, args.splits, *table.image, *weights_files]
     )
-    resumed = stage.prepare_run_dir(run_dir, stamp)
-    pl.seed_everything(settings["seed"], workers=True)
+    resumed = run.start(stamp)
     module, messages, status = build_module(cfg)
     resolved = {"stage": STAGE, "config": cfg, "images": images, "warnings": messages, **status}
 
-    cache_dir = run_dir / "cache"
+    cache_dir = run.run_dir / "cache"
     train_ds = ImageDataset(train_paths, images, cfg["cache"], cache_dir)
     val_ds = ImageDataset(val_paths, images, cfg["cache"], cache_dir) if val_paths else None
     summary = {
@@ -273,18 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         **status,
     }
     return stage.fit_and_publish(
-        args,
+        run,
         module,
         resolved,
-        settings,
-        run_dir,
         train_ds,
         val_ds,
         lambda source: stage.checkpoint_state(source, "autoencoder."),
         summary,
-        monitor,
-        mode,
-        cfg["ema_decay"],
+        stage.Selection(monitor, mode, cfg["ema_decay"]),
         trainer_settings={"accumulate_grad_batches": 1, "gradient_clip_val": None},  # done by the module (manual)
         find_unused_parameters=True,
     )

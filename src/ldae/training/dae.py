@@ -13,6 +13,7 @@ the LDAE's criterion. Outputs: see :mod:`ldae.training.baselines`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     enc = resolve_encoder(args.encoder, cfg["encoder"])
     images = verbs.parse_config_arg(args.images)
     ddim = DDIMSettings.from_config(verbs.section("ddim", args.ddim))
-    settings, run_dir = stage.run_settings(args, cfg)
+    run = stage.Run.of(args, cfg)
     table = records_of(args)
     train, val = table[table.split == "train"], table[table.split == "val"]
     if cfg["val_max_sessions"]:
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("train-dae: no training session")
     files = [args.qc, args.sessions, args.splits, *table.image]
     stamp = stage.fingerprint({"dae": cfg, "encoder": enc, "images": images, "ddim": ddim.as_config()}, files)
-    resumed = stage.prepare_run_dir(run_dir, stamp)
-    pl.seed_everything(settings["seed"], workers=True)
+    resumed = run.start(stamp)
     module, messages = stage.build_quietly(lambda: DAEModule(cfg, enc, ddim=ddim))
     resolved = {
         "stage": "dae",
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "ddim": ddim.as_config(),
         "warnings": messages,
     }
-    train_ds, val_ds = image_datasets(train, val, images, cfg, run_dir)
+    train_ds, val_ds = image_datasets(train, val, images, cfg, run.run_dir)
     n_enc, n_all = count_parameters(module.dae.encoder), count_parameters(module.dae)
     extra = {
         "resumed": resumed,
@@ -133,17 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             "paper": "130M (paper, Table 5)",
         },
     }
-    return stage.fit_and_publish(
-        args,
-        module,
-        resolved,
-        settings,
-        run_dir,
-        train_ds,
-        val_ds,
-        lambda source: stage.prefixed_state(source, "dae."),
-        extra,
-        "val/ssim",
-        "max",
-        cfg["ema_decay"],
-    )
+    selection = stage.Selection("val/ssim", "max", cfg["ema_decay"])
+    weights = partial(stage.prefixed_state, prefix="dae.")
+    return stage.fit_and_publish(run, module, resolved, train_ds, val_ds, weights, extra, selection)

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg["encoder"] = resolve_encoder_config(cfg["encoder"], f"{STAGE}.encoder")  # y_dim: null -> the resolved int
     images = verbs.parse_config_arg(args.images)
     ddim = DDIMSettings.from_config(verbs.section("ddim", args.ddim))
-    settings, run_dir = stage.run_settings(args, cfg)
+    run = stage.Run.of(args, cfg)
 
     # stage 2 first: a missing or mismatching LDM stops here, before anything else is done
     ldm_files = [io.weights_file(args.ldm), io.config_file(args.ldm)]
@@ -273,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["encoder"]["pretrained_path"] and Path(cfg["encoder"]["pretrained_path"]).is_file():
         files.append(cfg["encoder"]["pretrained_path"])
     stamp = stage.fingerprint({"ldae": cfg, "images": images, "ddim": ddim.as_config()}, files)
-    resumed = stage.prepare_run_dir(run_dir, stamp)
-
-    pl.seed_everything(settings["seed"], workers=True)
+    resumed = run.start(stamp)
     autoencoder = io.load_autoencoder(args.autoencoder)
     module, messages = stage.build_quietly(
         lambda: build_module(cfg, io.weights_file(args.ldm), ldm_config, autoencoder, scale, ddim)
@@ -289,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "latents": {"shape": list(latents.shape[1:]), "scale_factor": scale},
         "warnings": messages,
     }
-    cache_dir = run_dir / "cache"
+    cache_dir = run.run_dir / "cache"
 
     def pair_dataset(rows):
         return PairDataset(
@@ -303,17 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         "n_val": len(val),
         "warnings": messages,
     }
-    return stage.fit_and_publish(
-        args,
-        module,
-        resolved,
-        settings,
-        run_dir,
-        pair_dataset(train),
-        pair_dataset(val) if len(val) else None,
-        publishable,
-        summary,
-        "val/ssim",
-        "max",
-        cfg["ema_decay"],
-    )
+    selection = stage.Selection("val/ssim", "max", cfg["ema_decay"])
+    val_ds = pair_dataset(val) if len(val) else None
+    return stage.fit_and_publish(run, module, resolved, pair_dataset(train), val_ds, publishable, summary, selection)

@@ -13,6 +13,7 @@ factor), metrics.csv, summary.json (parameter count beside the paper's 486M), la
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from ldae.models import count_parameters
 
     cfg = verbs.section(STAGE, args.config)
-    settings, run_dir = stage.run_settings(args, cfg)
+    run = stage.Run.of(args, cfg)
     store = LatentStore(Path(args.latents))
     latents, index, scale = store.read()
-    resumed = stage.prepare_run_dir(run_dir, stage.fingerprint({"ldm": cfg}, store.files))
-
-    pl.seed_everything(settings["seed"], workers=True)
+    resumed = run.start(stage.fingerprint({"ldm": cfg}, store.files))
     module = LDMModule(cfg, latent_channels=latents.shape[1])
     resolved = {
         "stage": STAGE,
@@ -99,15 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         "n_val": len(val_ds) if val_ds else 0,
         "latent_scale_factor": scale,
     }
-    return stage.fit_and_publish(
-        args,
-        module,
-        resolved,
-        settings,
-        run_dir,
-        train_ds,
-        val_ds,
-        lambda source: stage.checkpoint_state(source, "unet."),  # EMA weights when EMA is on
-        summary,
-        ema_decay=cfg["ema_decay"],
-    )
+    weights = partial(stage.checkpoint_state, prefix="unet.")  # EMA weights when EMA is on
+    selection = stage.Selection(ema_decay=cfg["ema_decay"])  # no monitor: the final weights
+    return stage.fit_and_publish(run, module, resolved, train_ds, val_ds, weights, summary, selection)

@@ -24,6 +24,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,38 @@ def devices_arg(value: str | int | None):
     return int(value)
 
 
-def run_settings(args: argparse.Namespace, cfg: Mapping[str, Any]) -> tuple[dict[str, Any], Path]:
-    """A training verb's trainer settings (its `train:` block + the rule's GPU count) and its run folder."""
-    settings = common.train_settings({**cfg["train"], "devices": devices_arg(args.devices)})
-    return settings, Path(args.run_dir or Path(args.out_dir) / "run")
+@dataclass(frozen=True)
+class Run:
+    """One training verb's run: its Trainer settings (the section's `train:` block + the rule's GPU count), its
+    resumable run folder and the model folder it publishes."""
+
+    settings: dict[str, Any]
+    run_dir: Path
+    out_dir: Path
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, cfg: Mapping[str, Any]) -> Run:
+        settings = common.train_settings({**cfg["train"], "devices": devices_arg(args.devices)})
+        return cls(settings, Path(args.run_dir or Path(args.out_dir) / "run"), Path(args.out_dir))
+
+    def start(self, stamp: Mapping[str, Any]) -> bool:
+        """Ready the run folder for the inputs ``stamp`` (:func:`prepare_run_dir`) and seed everything; returns
+        True when earlier state is kept (the run resumes)."""
+        import lightning.pytorch as pl
+
+        resumed = prepare_run_dir(self.run_dir, stamp)
+        pl.seed_everything(self.settings["seed"], workers=True)
+        return resumed
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which checkpoint a stage publishes: the best on ``monitor`` (``mode``) when there is a validation split and a
+    monitor, else the last; ``ema_decay``: the weights' EMA (None or 0: off)."""
+
+    monitor: str | None = None
+    mode: str = "max"
+    ema_decay: float | None = None
 
 
 def is_rank_zero() -> bool:
@@ -375,33 +404,30 @@ def prefixed_state(source: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def fit_and_publish(
-    args,
+    run: Run,
     module,
     resolved: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    run_dir: Path,
     train_ds,
     val_ds,
     weights,
     summary: Mapping[str, Any],
-    monitor: str | None = None,
-    mode: str = "max",
-    ema_decay: float | None = None,
+    selection: Selection,
     trainer_settings: Mapping[str, Any] = (),
     find_unused_parameters: bool = False,
 ) -> int:
-    """Train ``module`` (resuming the run folder's state), then publish the model folder ``args.out_dir``.
+    """Train ``module`` (resuming the run folder's state), then publish the model folder ``run.out_dir``.
 
-    ``weights(source) -> state dict``: what to publish of the selected checkpoint (best on ``monitor`` when there is
-    a validation split and a monitor, else last). ``summary``: the verb's own entries of summary.json;
-    ``trainer_settings``: settings of the Trainer only (e.g. stage 1's manual optimisation)."""
+    ``weights(source) -> state dict``: what to publish of the checkpoint ``selection`` picks. ``summary``: the verb's
+    own entries of summary.json; ``trainer_settings``: settings of the Trainer only (e.g. stage 1's manual
+    optimisation)."""
+    settings, run_dir, monitor = run.settings, run.run_dir, selection.monitor
     common.save_resolved_config(dict(resolved), run_dir)
     trainer = common.build_trainer(
         {**settings, **dict(trainer_settings)},
         run_dir,
         monitor=monitor if val_ds is not None else None,
-        mode=mode,
-        ema_decay=ema_decay or None,
+        mode=selection.mode,
+        ema_decay=selection.ema_decay or None,
         callbacks=[SaveLastAtEnd(run_dir)],
         find_unused_parameters=find_unused_parameters,
     )
@@ -429,5 +455,5 @@ def fit_and_publish(
         **dict(summary),
         "seconds_this_run": round(time.time() - started, 1),
     }
-    publish_run(args.out_dir, run_dir, weights(source), resolved, out)
+    publish_run(run.out_dir, run_dir, weights(source), resolved, out)
     return 0

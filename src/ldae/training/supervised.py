@@ -9,6 +9,7 @@ like; the test split is never seen. Outputs: see :mod:`ldae.training.baselines`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = verbs.section("supervised", args.config)
     enc = resolve_encoder(args.encoder, cfg["encoder"])
     images = verbs.parse_config_arg(args.images)
-    settings, run_dir = stage.run_settings(args, cfg)
+    run = stage.Run.of(args, cfg)
     table = records_of(args)
     rows, targets = supervised_targets(table, args.task)
     rows = rows.assign(target=targets)
     train = rows[(rows.split == "train") & (rows.probe_split == "probe_train")]
     val = rows[(rows.split == "train") & (rows.probe_split == "probe_val")]
-    untrainable = untrainable_reason(train, args.task)
-    if untrainable:  # a tiny cohort: publish the untrained model, say so (its probe rows are n/a anyway)
-        stage.log.warning("train-supervised: %s: the model is NOT trained", untrainable)
-        pl.seed_everything(settings["seed"], workers=True)
+
+    def module_and_config(target: dict[str, float], notes: list[str]):
+        """The module, the warnings of its construction and the run's resolved config."""
         module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
         resolved = {
             "stage": "supervised",
@@ -118,36 +118,33 @@ def main(argv: list[str] | None = None) -> int:
             "config": cfg,
             "encoder": enc,
             "images": images,
-            "target": {"mean": 0.0, "std": 1.0},
-            "warnings": [*messages, untrainable],
+            "target": target,
+            "warnings": [*messages, *notes],
         }
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return module, messages, resolved
+
+    stats = {"mean": 0.0, "std": 1.0}
+    untrainable = untrainable_reason(train, args.task)
+    if untrainable:  # a tiny cohort: publish the untrained model, say so (its probe rows are n/a anyway)
+        stage.log.warning("train-supervised: %s: the model is NOT trained", untrainable)
+        pl.seed_everything(run.settings["seed"], workers=True)
+        module, _, resolved = module_and_config(stats, [untrainable])
+        Path(run.run_dir).mkdir(parents=True, exist_ok=True)
         stage.publish_run(
-            args.out_dir,
-            run_dir,
+            run.out_dir,
+            run.run_dir,
             {f"model.{k}": v for k, v in module.model.state_dict().items()},
             resolved,
             {"stage": "supervised", "task": args.task, "trained": False, "reason": untrainable},
         )
         return 0
-    stats = {"mean": 0.0, "std": 1.0}
     if args.task == "age":  # z-score the target with the TRAINING statistics only
         stats = {"mean": float(train.target.mean()), "std": float(train.target.std(ddof=0)) or 1.0}
     files = [args.qc, args.sessions, args.splits, *rows.image]
     stamp = stage.fingerprint({"supervised": cfg, "encoder": enc, "images": images, "task": args.task}, files)
-    resumed = stage.prepare_run_dir(run_dir, stamp)
-    pl.seed_everything(settings["seed"], workers=True)
-    module, messages = stage.build_quietly(lambda: SupervisedModule(cfg, enc, args.task))
-    resolved = {
-        "stage": "supervised",
-        "task": args.task,
-        "config": cfg,
-        "encoder": enc,
-        "images": images,
-        "target": stats,
-        "warnings": messages,
-    }
-    train_images, val_images = image_datasets(train, val, images, cfg, run_dir)
+    resumed = run.start(stamp)
+    module, messages, resolved = module_and_config(stats, [])
+    train_images, val_images = image_datasets(train, val, images, cfg, run.run_dir)
     train_ds = TargetDataset(train_images, [(t - stats["mean"]) / stats["std"] for t in train.target])
     val_ds = (
         TargetDataset(val_images, [(t - stats["mean"]) / stats["std"] for t in val.target])
@@ -164,16 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         "warnings": messages,
         "parameters": {"total": n, "total_millions": round(n / 1e6, 1)},
     }
-    return stage.fit_and_publish(
-        args,
-        module,
-        resolved,
-        settings,
-        run_dir,
-        train_ds,
-        val_ds,
-        lambda source: stage.prefixed_state(source, "model."),
-        extra,
-        "val/loss",
-        "min",
-    )
+    weights = partial(stage.prefixed_state, prefix="model.")
+    selection = stage.Selection("val/loss", "min")
+    return stage.fit_and_publish(run, module, resolved, train_ds, val_ds, weights, extra, selection)
