@@ -1,7 +1,7 @@
 """A stand-in for a long training run, for the SLURM time-limit / preemption tests (tests/test_slurm.py).
 
-It follows the contract the real training rules follow (profiles/slurm/README.md, "Long training: time limits, preemption, node
-failures"):
+It follows the contract the real training rules follow (profiles/slurm/README.md, "Long training: time limits,
+preemption, node failures"):
   * resumable state lives in --resume-dir (common.smk resume_dir(): outside the rule's outputs, keyed by the
     stage's config), written atomically every --save-every steps and when SLURM sends SIGTERM (time limit,
     preemption, requeue), then the process exits;
