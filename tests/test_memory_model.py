@@ -59,7 +59,8 @@ def test_persistent_bytes_and_batch_fit():
              "passes": {"step": {"bf16": {"fixed_bytes": 0, "per_sample_bytes": M.GIB},
                                  "fp32": {"fixed_bytes": 0, "per_sample_bytes": 2 * M.GIB}}}}
     parts = M.persistent_bytes(stage)
-    assert parts == {"weights": 6000, "gradients": 4000, "adam": 8000, "ema": 6000, "total": 24000}
+    assert parts == {"weights": 6000, "gradients": 4000, "adam": 8000, "ema": 6000, "ddp_buckets": 0, "total": 24000}
+    assert M.persistent_bytes(stage, ddp=True)["total"] == 28000
     assert M.persistent_bytes(stage, ema=False)["total"] == 18000
     assert M.modelled_peak(stage, "fp32", 3, transient=0.5, ema=False) == 18000 + int(1.5 * 6 * M.GIB)
     capacity = (M.GPU_ALLOWANCE + 24000 + 10 * M.GIB + 16) / (1 - M.GPU_MARGIN)  # room for 10 samples of 1 GiB

@@ -247,12 +247,13 @@ def count_stage(name: str, cfgs: dict, api, perceptual_weights: str = "", batche
 
 
 # ------------------------------------------------------------------------------------------------- model
-def persistent_bytes(stage: dict, ema: bool | None = None) -> dict:
-    """fp32 weights (all) + grads and Adam moments (trainable) + EMA copy of the whole module (when on)."""
+def persistent_bytes(stage: dict, ema: bool | None = None, ddp: bool = False) -> dict:
+    """fp32 weights (all) + grads and Adam moments (trainable) + EMA copy of the whole module (when on) + DDP's
+    gradient buckets (one more fp32 copy of the trainable gradients, with more than one GPU)."""
     trainable, frozen = stage["trainable_parameters"], stage["frozen_parameters"]
     ema = stage["ema"] if ema is None else ema
     parts = {"weights": 4 * (trainable + frozen), "gradients": 4 * trainable, "adam": 8 * trainable,
-             "ema": 4 * (trainable + frozen) if ema else 0}
+             "ema": 4 * (trainable + frozen) if ema else 0, "ddp_buckets": 4 * trainable if ddp else 0}
     return {**parts, "total": sum(parts.values())}
 
 
@@ -262,8 +263,10 @@ def activation_bytes(stage: dict, precision: str, batch: int) -> int:
                for p in stage["passes"].values())
 
 
-def modelled_peak(stage: dict, precision: str, batch: int, transient: float, ema: bool | None = None) -> int:
-    return int(persistent_bytes(stage, ema)["total"] + (1 + transient) * activation_bytes(stage, precision, batch))
+def modelled_peak(stage: dict, precision: str, batch: int, transient: float, ema: bool | None = None,
+                  ddp: bool = False) -> int:
+    return int(persistent_bytes(stage, ema, ddp)["total"]
+               + (1 + transient) * activation_bytes(stage, precision, batch))
 
 
 def fits(peak: int, capacity: int) -> bool:
@@ -271,10 +274,10 @@ def fits(peak: int, capacity: int) -> bool:
     return peak + GPU_ALLOWANCE <= (1 - GPU_MARGIN) * capacity
 
 
-def max_batch(stage: dict, capacity: int, transient: float, precision: str = "bf16") -> int:
+def max_batch(stage: dict, capacity: int, transient: float, precision: str = "bf16", ddp: bool = False) -> int:
     """Largest per-GPU batch whose modelled peak :func:`fits` ``capacity`` (0: not even batch 1)."""
     batch = 0
-    while batch < 4096 and fits(modelled_peak(stage, precision, batch + 1, transient), capacity):
+    while batch < 4096 and fits(modelled_peak(stage, precision, batch + 1, transient, ddp=ddp), capacity):
         batch += 1
     return batch
 
@@ -311,19 +314,22 @@ def validate(stages: dict, measured: dict) -> dict:
 
 
 def plan(stages: dict, transient: float) -> dict:
-    """Per stage and GPU size: largest bf16 batch per GPU and the modelled peak at it."""
+    """Per stage and GPU size: largest bf16 batch per GPU and the modelled peak at it, on one GPU and under DDP."""
     out = {}
     for name, stage in stages.items():
         out[name] = {"persistent_gib": round(persistent_bytes(stage)["total"] / GIB, 2),
+                     "persistent_gib_ddp": round(persistent_bytes(stage, ddp=True)["total"] / GIB, 2),
                      "bf16_activation_gib_per_sample": round(
                          max(p["bf16"]["per_sample_bytes"] for p in stage["passes"].values()) / GIB, 3),
                      "fp32_activation_gib_per_sample": round(
                          max(p["fp32"]["per_sample_bytes"] for p in stage["passes"].values()) / GIB, 3)}
         for gpu, capacity in GPUS.items():
-            batch = max_batch(stage, capacity, transient)
-            out[name][f"max_batch_bf16_{gpu}"] = batch
-            if batch:
-                out[name][f"peak_gib_at_max_batch_{gpu}"] = round(modelled_peak(stage, "bf16", batch, transient) / GIB, 1)
+            for ddp, suffix in ((False, ""), (True, "_ddp")):
+                batch = max_batch(stage, capacity, transient, ddp=ddp)
+                out[name][f"max_batch_bf16_{gpu}{suffix}"] = batch
+                if batch:
+                    out[name][f"peak_gib_at_max_batch_{gpu}{suffix}"] = round(
+                        modelled_peak(stage, "bf16", batch, transient, ddp=ddp) / GIB, 1)
     return out
 
 
