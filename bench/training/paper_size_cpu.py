@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 warnings.filterwarnings("ignore")
 STAGES = ("autoencoder", "ldm", "ldae", "dae")
