@@ -230,7 +230,8 @@ def count_stage(name: str, cfgs: dict, api, perceptual_weights: str = "", batche
         for label, fn in spec["passes"].items():
             entry = {}
             for precision in ("fp32", "bf16"):
-                counts = {b: saved_tensor_bytes(lambda fn=fn, b=b: fn(b), params, bf16=precision == "bf16") for b in batches}
+                counts = {b: saved_tensor_bytes(lambda fn=fn, b=b: fn(b), params, bf16=precision == "bf16")
+                          for b in batches}
                 b1, b2 = batches[0], batches[1]
                 per_sample = (counts[b2]["bytes"] - counts[b1]["bytes"]) / (b2 - b1)
                 fixed = counts[b1]["bytes"] - b1 * per_sample
