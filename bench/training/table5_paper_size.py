@@ -15,7 +15,7 @@ Two parts, both at the config's sizes (config.yaml alone: the paper's 128 x 160 
   of every part. The ratio of whole reconstructions depends on T (fixed costs: AE, encoder); the ratio of ONE
   network evaluation (one DDIM step) is what carries over to any T.
 
-    .venv/bin/python bench/training/table5_paper_size.py --measure --ddim-steps 2    # -> bench/results/table5_paper_size.json
+    .venv/bin/python bench/training/table5_paper_size.py --measure --ddim-steps 2   # bench/results/table5_paper_size.json
     .venv/bin/python bench/training/table5_paper_size.py                             # FLOPs only (seconds)
 """
 
@@ -138,7 +138,8 @@ def measure(cfgs: dict, b, steps: int) -> dict:
                 start = time.perf_counter()
                 calls[f"{name}_network_evaluation"]()
                 times.append(round(time.perf_counter() - start, 3))
-            out[name] = {"network_evaluation_seconds": times, "seconds_per_network_evaluation": round(sum(times) / 2, 3)}
+            out[name] = {"network_evaluation_seconds": times,
+                         "seconds_per_network_evaluation": round(sum(times) / 2, 3)}
         out["peak_rss_gib"] = b.peak_rss_gib()
         out["dae_over_ldae_per_network_evaluation"] = round(out["dae"]["seconds_per_network_evaluation"]
                                                             / out["ldae"]["seconds_per_network_evaluation"], 2)
