@@ -1,7 +1,8 @@
 """Paper-size training throughput on ONE GPU (meant for an A100; not run in this project's CI or sessions).
 
-The paper sizes also fit a CPU run (about 18 GiB; measured on 2 cores: AE encode 37.6 s/scan, one LDM step 28.7 s,
-one LDAE step 45.6 s, 17.7 GiB peak RSS): bench/training/paper_size_cpu.py measures them there.
+The paper sizes also run on a CPU, slowly: bench/training/paper_size_cpu.py (bench/results/paper_size_cpu.json). In
+fp32 at batch 1 the LDM and LDAE training steps and every reconstruction fit ~18 GiB of RAM; the AE and DAE training
+steps need ~26 and ~44 GiB (modelled: bench/training/memory_model.py, docs/memory.md).
 
 For each stage, the paper configuration (config.yaml: 128x160x128 images at 1.5 mm, latents 3x16x20x16, the ~14M
 AutoencoderKL, the 486M LDM, the ~920M LDAE) is timed on random tensors with the stage's own module and optimiser,
@@ -65,11 +66,11 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto", help="auto | bf16 | fp16 | fp32")
     parser.add_argument("--out", default=str(ROOT / "bench/results/training_gpu.json"))
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():  # paper sizes DO run on a CPU, slowly: bench/training/paper_size_cpu.py
+    if not torch.cuda.is_available():  # paper sizes run on a CPU too, slowly: bench/training/paper_size_cpu.py
         print(
-            "gpu_paper.py needs a CUDA GPU; for the paper sizes on the CPU (they fit in ~18 GiB, measured on 2 "
-            "cores: AE encode 37.6 s/scan, one LDM step 28.7 s, one LDAE step 45.6 s, 17.7 GiB peak RSS) run "
-            "bench/training/paper_size_cpu.py",
+            "gpu_paper.py needs a CUDA GPU. The paper sizes also run on a CPU (fp32, batch 1: LDM and LDAE "
+            "training steps and all reconstructions in ~18 GiB; the AE and DAE training steps need ~26 and ~44 "
+            "GiB): bench/training/paper_size_cpu.py; GPU memory per batch: docs/memory.md",
             file=sys.stderr,
         )
         return 2

@@ -105,14 +105,9 @@ def parse_config_arg(text: str | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- command line
-def command_parser(verb: str, description: str) -> argparse.ArgumentParser:
-    """The parser of ``ldae <verb>``, with no argument yet."""
-    return argparse.ArgumentParser(prog=f"ldae {verb}", description=description)
-
-
 def parser(verb: str, description: str) -> argparse.ArgumentParser:
     """A verb's parser with ``--config`` and ``--threads``."""
-    made = command_parser(verb, description)
+    made = argparse.ArgumentParser(prog=f"ldae {verb}", description=description)
     made.add_argument("--config", default="", help="this rule's config section: JSON/YAML text or a YAML file")
     made.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return made

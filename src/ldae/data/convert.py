@@ -18,7 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ldae import verbs
 from ldae.data import adni_tables
 
 log = logging.getLogger("ldae.convert")
@@ -164,8 +163,9 @@ def convert(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = verbs.command_parser(
-        "adni-to-bids", "Convert a raw ADNI download to BIDS (T1w only) with clinica's adni-to-bids converter."
+    p = argparse.ArgumentParser(
+        prog="ldae adni-to-bids",
+        description="Convert a raw ADNI download to BIDS (T1w only) with clinica's adni-to-bids converter.",
     )
     p.add_argument("--dataset-dir", required=True, type=Path, help="LONI download folder with <PTID>/ folders")
     p.add_argument("--clinical-dir", required=True, type=Path, help="folder with the ADNI study CSVs")

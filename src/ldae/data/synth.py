@@ -29,8 +29,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ldae import verbs
-
 from . import synth_clinical as sc
 from . import synth_images as si
 
@@ -243,8 +241,9 @@ def generate(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = verbs.command_parser(
-        "synth-adni", "Generate a synthetic ADNI raw download (LONI layout + study CSVs) that clinica converts."
+    p = argparse.ArgumentParser(
+        prog="ldae synth-adni",
+        description="Generate a synthetic ADNI raw download (LONI layout + study CSVs) that clinica converts.",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (gets ADNI/, clinical/, truth/)")
     p.add_argument("--subjects", type=int, default=12, help="number of subjects (default 12)")
