@@ -243,6 +243,32 @@ def test_registration_recovers_the_planted_pose(head, nlin6_brain):
     assert error < 1.5, f"mean error {error:.2f} mm at {VOXEL} mm voxels"
 
 
+@pytest.mark.slow
+def test_registration_is_reproducible_with_its_seed(head, nlin6_brain, scan_dir):
+    """The seed reaches ANTs (antspyx 0.6 drops a random_seed= keyword silently): on one ITK thread (what
+    `ldae preprocess --threads 1` sets before ITK starts) the same scan twice -> the same transform, and the global
+    seed is restored afterwards. ITK reads its thread count once per process, hence the subprocess."""
+    _, path = head
+    code = f"""
+import json, numpy as np, ants
+from ldae.preprocess import register, scan, templates
+import nibabel as nib
+tpl = json.loads({json.dumps(nlin6_brain)!r})
+template, template_mask = templates.load_template(tpl, {VOXEL})
+image = scan.nib_to_ants(nib.load({path!r}))
+truth = scan.nib_to_ants(nib.load({str(scan_dir / "head_mask.nii.gz")!r}))
+cfg = {{**json.loads({json.dumps(fast()["registration"])!r}), "sampling_rate": 0.1}}
+mats = [register.affine_matrix(register.register(image, template, template_mask, cfg, {str(scan_dir)!r} + f"/seed{{i}}",
+        moving_mask=truth, seed=7).transform_file) for i in range(2)]
+print(json.dumps({{"diff": float(np.abs(mats[0] - mats[1]).max()), "seed_after": ants.config._random_seed}}))
+"""
+    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"diff": 0.0, "seed_after": None}, result
+
+
 def _scratch():
     import tempfile
 

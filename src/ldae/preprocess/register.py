@@ -10,6 +10,7 @@ for ~5 s CPU; a final 2 mm level costs 3-4x more for 0.1 mm less error, a full-r
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -33,6 +34,27 @@ def _resampled(image, voxel_mm: float):
     if voxel_mm <= 0 or all(s >= voxel_mm - 1e-3 for s in image.spacing):
         return image
     return ants.resample_image(image, (voxel_mm,) * 3, use_voxels=False, interp_type=0)
+
+
+@contextlib.contextmanager
+def ants_random_seed(seed: int):
+    """The seed of ANTs' metric sampling for the registrations inside the block.
+
+    antspyx 0.6 takes it from ``ants.config._random_seed`` (what ``ants.set_ants_deterministic`` sets) and drops a
+    ``random_seed=`` keyword silently; without it every run samples other points and gives another transform. The
+    previous value is restored afterwards. Older antspyx read the keyword, which :func:`register` also passes."""
+    import ants
+
+    config = getattr(ants, "config", None)
+    if config is None or not hasattr(config, "_random_seed"):
+        yield
+        return
+    previous = config._random_seed
+    config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        config._random_seed = previous
 
 
 def _normalised(image):
@@ -82,14 +104,16 @@ def register(moving, template, template_mask, cfg: dict, scratch: str, moving_ma
         random_seed=seed,
     )
     if kind == "affine":
-        result = ants.registration(type_of_transform="Affine", **common)
+        with ants_random_seed(seed):
+            result = ants.registration(type_of_transform="Affine", **common)
         forward = list(result["fwdtransforms"])
         inverse, flags = list(result["invtransforms"]), [True]
         transform_file = forward[0]
     else:
-        result = ants.registration(
-            type_of_transform="SyN", reg_iterations=syn_iterations, write_composite_transform=True, **common
-        )
+        with ants_random_seed(seed):
+            result = ants.registration(
+                type_of_transform="SyN", reg_iterations=syn_iterations, write_composite_transform=True, **common
+            )
         forward, inverse, flags = [result["fwdtransforms"]], [result["invtransforms"]], [False]
         transform_file = forward[0]
     params = {
