@@ -139,7 +139,9 @@ def test_imported_models_compute_what_the_authors_networks_compute(authors_files
     t = torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.equal(ae.decode(z), authors_files["ae"].decode(z))
-        assert torch.equal(encoder(image), authors_files["encoder"](image))
+        # the loaded modules are frozen; a module with trainable parameters may take another CPU kernel path
+        # (last-bit differences on some CPUs), so the reference is compared frozen too
+        assert torch.equal(encoder(image), authors_files["encoder"].requires_grad_(False)(image))
         y = encoder(image)
         G, eps = estimator(z, t, y, return_eps=True)
         G_ref, eps_ref = authors_files["estimator"](z, t, y, return_eps=True)
