@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+ANTS_TRANSFORM = {"affine": "Affine", "syn": "SyN"}  # preprocess.registration.type -> antspyx type_of_transform
+
 
 @dataclass
 class Registration:
@@ -40,21 +42,17 @@ def _resampled(image, voxel_mm: float):
 def ants_random_seed(seed: int):
     """The seed of ANTs' metric sampling for the registrations inside the block.
 
-    antspyx 0.6 takes it from ``ants.config._random_seed`` (what ``ants.set_ants_deterministic`` sets) and drops a
-    ``random_seed=`` keyword silently; without it every run samples other points and gives another transform. The
-    previous value is restored afterwards. Older antspyx read the keyword, which :func:`register` also passes."""
+    antspyx (0.6.3, pinned) reads it from ``ants.config._random_seed`` (what ``ants.set_ants_deterministic`` sets)
+    and drops a ``random_seed=`` keyword silently; without it every run samples other points and gives another
+    transform. The previous value is restored afterwards."""
     import ants
 
-    config = getattr(ants, "config", None)
-    if config is None or not hasattr(config, "_random_seed"):
-        yield
-        return
-    previous = config._random_seed
-    config._random_seed = int(seed)
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(seed)
     try:
         yield
     finally:
-        config._random_seed = previous
+        ants.config._random_seed = previous
 
 
 def _normalised(image):
@@ -73,7 +71,7 @@ def register(moving, template, template_mask, cfg: dict, scratch: str, moving_ma
     import ants
 
     kind = cfg.get("type", "affine")
-    if kind not in ("affine", "syn"):
+    if kind not in ANTS_TRANSFORM:
         raise ValueError(f"preprocess.registration.type must be 'affine' or 'syn', not {kind!r}")
     resolution = float(cfg.get("resolution_mm", 3.0))
     shrink = tuple(int(v) for v in cfg.get("shrink_factors", [4, 2, 1]))
@@ -91,7 +89,7 @@ def register(moving, template, template_mask, cfg: dict, scratch: str, moving_ma
     moving_work = _normalised(_resampled(moving, resolution))
     os.makedirs(scratch, exist_ok=True)
     prefix = os.path.join(scratch, "reg_")
-    common = dict(
+    arguments = dict(
         fixed=fixed,
         moving=moving_work,
         outprefix=prefix,
@@ -101,25 +99,20 @@ def register(moving, template, template_mask, cfg: dict, scratch: str, moving_ma
         aff_iterations=iterations,
         aff_shrink_factors=shrink,
         aff_smoothing_sigmas=sigmas,
-        random_seed=seed,
     )
+    if kind == "syn":
+        arguments.update(reg_iterations=syn_iterations, write_composite_transform=True)
+    with ants_random_seed(seed):
+        result = ants.registration(type_of_transform=ANTS_TRANSFORM[kind], **arguments)
     if kind == "affine":
-        with ants_random_seed(seed):
-            result = ants.registration(type_of_transform="Affine", **common)
-        forward = list(result["fwdtransforms"])
-        inverse, flags = list(result["invtransforms"]), [True]
-        transform_file = forward[0]
+        forward, inverse, flags = list(result["fwdtransforms"]), list(result["invtransforms"]), [True]
     else:
-        with ants_random_seed(seed):
-            result = ants.registration(
-                type_of_transform="SyN", reg_iterations=syn_iterations, write_composite_transform=True, **common
-            )
         forward, inverse, flags = [result["fwdtransforms"]], [result["invtransforms"]], [False]
-        transform_file = forward[0]
+    transform_file = forward[0]
     params = {
         "tool": "antspyx registration",
         "type": kind,
-        "ants_type_of_transform": "Affine" if kind == "affine" else "SyN",
+        "ants_type_of_transform": ANTS_TRANSFORM[kind],
         "initialisation": "centres of mass",
         "resolution_mm": resolution,
         "metric": metric,
