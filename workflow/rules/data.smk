@@ -14,10 +14,13 @@ rule synthesize_adni:
         env_file("torch")
     container:
         container_for("torch")
+    threads: rule_threads("synthesize_adni")
+    resources:
+        **rule_resources("synthesize_adni"),
     params:
         flags=cli_flags(config["data"]["synthetic"]),
     shell:
-        "python -m ldae.cli synth-adni --out {output.raw} {params.flags} > {log} 2>&1"
+        "python -m ldae.cli synth-adni --out {output.raw} {params.flags} --workers {threads} > {log} 2>&1"
 
 
 rule adni_to_bids:

@@ -135,6 +135,37 @@ def _render_subject(out: Path, s: sc.Subject, seed: int, voxel_mm: float, dicom:
     return rows
 
 
+def _render_job(job: tuple) -> tuple[list[dict], list[dict]]:
+    """One subject in a worker process: its truth rows and its visits' planted volumes (the parent's Subject
+    objects do not see a worker's `visit.volumes`, and the clinical tables read them)."""
+    out, s, seed, voxel_mm, dicom = job
+    rows = _render_subject(out, s, seed, voxel_mm, dicom)
+    return rows, [v.volumes for v in s.visits]
+
+
+def _render_all(out: Path, subjects: list, seed: int, voxel_mm: float, dicom: bool, workers: int, t0: float):
+    """Every subject's images (`workers` processes; each subject draws from its own seeded generators, so the
+    download is the same for any number of workers); returns the truth rows in subject order."""
+    jobs = [(out, s, seed, voxel_mm, dicom) for s in subjects]
+    pool = None
+    if workers > 1 and len(subjects) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(subjects)))
+    try:
+        results = pool.map(_render_job, jobs) if pool else map(_render_job, jobs)
+        rows = []
+        for s, (subject_rows, volumes) in zip(subjects, results):
+            for v, vol in zip(s.visits, volumes):
+                v.volumes = vol
+            rows += subject_rows
+            log.info("  %s %-6s %-3s %d visits (%.0f s)", s.ptid, s.cohort, s.dx, len(s.visits), time.time() - t0)
+        return rows
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
 def _truth_row(s: sc.Subject, v: sc.Visit, scan: sc.Scan, voxel_mm: float) -> dict:
     bl = s.visits[0]
     return {
@@ -194,12 +225,15 @@ def generate(
     cohorts: tuple[str, ...] | list[str] = sc.COHORTS,
     repeat_prob: float = 0.15,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write a synthetic ADNI download to `out_root` (see the module docstring); returns `out_root`.
 
     Same arguments -> byte-identical CSVs/TSVs and identical image arrays. Nothing appears at `out_root` unless
     the whole download was written."""
     cohorts = _validate(n_subjects, min_visits, max_visits, voxel_mm, cohorts, repeat_prob)
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
     out_root = Path(out_root).absolute()
     if out_root.exists() and any(out_root.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_root} exists and is not empty (pass --overwrite to replace it)")
@@ -214,10 +248,7 @@ def generate(
         log.info("synth-adni: %d subjects %s, voxel %.2g mm, seed %d -> %s", n_subjects, counts, voxel_mm, seed,
                  out_root)  # fmt: skip
         si.load_template()
-        rows = []
-        for s in subjects:
-            rows += _render_subject(tmp, s, seed, voxel_mm, dicom)
-            log.info("  %s %-6s %-3s %d visits (%.0f s)", s.ptid, s.cohort, s.dx, len(s.visits), time.time() - t0)
+        rows = _render_all(tmp, subjects, seed, voxel_mm, dicom, workers, t0)
         sc.write_clinical(subjects, tmp / "clinical", seed)
         truth = tmp / "truth"
         truth.mkdir(exist_ok=True)
@@ -255,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohorts", default=",".join(sc.COHORTS), help="comma list of ADNI1,ADNIGO,ADNI2,ADNI3")
     p.add_argument("--repeat-prob", type=float, default=0.15, help="chance of a repeated T1 series in a visit")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--workers", type=int, default=1, help="subjects rendered in parallel processes (default 1)")
     return p
 
 
@@ -267,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(
             args.out, args.subjects, min_visits=args.min_visits, max_visits=args.max_visits,
             voxel_mm=args.voxel_mm, seed=args.seed, dicom=args.dicom, cohorts=args.cohorts.split(","),
-            repeat_prob=args.repeat_prob, overwrite=args.overwrite,
+            repeat_prob=args.repeat_prob, overwrite=args.overwrite, workers=args.workers,
         )  # fmt: skip
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
