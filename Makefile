@@ -28,7 +28,7 @@ demo: $(STAMP)
 	@echo "results/ (tables/, figures/, README.md: our numbers beside the paper's), logs/, benchmarks/;"
 	@echo "the report with every table and figure is demo/report.html"
 	@echo
-	@$(BIN)/python -m ldae.cli demo-summary --out-dir demo
+	@$(BIN)/python -m ldae.cli demo-summary --out-dir demo --json demo/summary.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -78,6 +79,19 @@ def test_cli_prints_stages_and_files(run, capsys):
     figure = run / "demo" / "results" / "figures" / "figure5_lda.png"  # figure 6 absent: the next one
     assert opened[2].startswith(f"  3. {figure}  - ") and "missing" not in opened[2]
     assert "n/a" in text  # the fake jobs leave idle gaps: not one run, no elapsed time claimed
+
+
+def test_cli_writes_the_numbers_as_json(run, tmp_path):
+    from ldae import cli
+
+    out = tmp_path / "record.json"
+    args = ["demo-summary", "--out-dir", str(run / "demo"), "--rules", str(run / "rules"), "--json", str(out)]
+    assert cli.main(args) == 0
+    record = json.loads(out.read_text())
+    assert record["stages"]["data"] == pytest.approx(123.5) and record["stages"]["preprocess"] == pytest.approx(45.0)
+    assert record["rules"]["train_ldae"] == {"seconds": 3600.0, "jobs": 1}
+    assert record["jobs_seconds"] == pytest.approx(sum(r["seconds"] for r in record["rules"].values()), abs=0.5)
+    assert {t["target"] for t in record["targets"]} >= {"AutoencoderKL test SSIM"}
 
 
 def test_missing_or_broken_benchmarks_are_explained(tmp_path, capsys):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ldae import files
+
 # opened first, in this order (path under out_dir: what it shows); the figure is the first of FIGURES that exists
 FIRST_FILES = {
     "report.html": "every table and figure with its caption (Snakemake report)",
@@ -115,6 +117,17 @@ def render(per_rule: pd.DataFrame, elapsed: float, files: list[tuple[str, str, b
     for i, (path, what, exists) in enumerate(files, start=1):
         lines.append(f"  {i}. {path}  - {what}" + ("" if exists else " (missing: that part of the run failed)"))
     return "\n".join(lines)
+
+
+def as_record(per_rule: pd.DataFrame, elapsed: float, targets: list[dict]) -> dict:
+    """The summary as one JSON-able record (bench/results/demo_runs.json collects these)."""
+    return {
+        "elapsed_seconds": round(elapsed, 1),
+        "jobs_seconds": round(float(per_rule.seconds.sum()), 1),
+        "stages": {st: round(float(r.seconds.sum()), 1) for st, r in per_rule.groupby("stage", sort=False)},
+        "rules": {r.rule: {"seconds": round(float(r.seconds), 1), "jobs": int(r.jobs)} for r in per_rule.itertuples()},
+        "targets": targets,
+    }
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -232,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="folder of the workflow's .smk rule files (default workflow/rules)",
     )
+    parser.add_argument(
+        "--json", type=Path, help="also write these numbers (seconds per rule and stage, elapsed, targets) as JSON"
+    )
     args = parser.parse_args(argv)
     bench_dir = args.out_dir / "benchmarks"
     if not bench_dir.is_dir():
@@ -246,9 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ldae demo-summary: no benchmark files under {bench_dir}/", file=sys.stderr)
         return 1
     stages = rule_stages(args.rules) if args.rules.is_dir() else {}
-    print(render(summarise(bench, stages), elapsed_seconds(bench), files_to_open(args.out_dir)))
+    per_rule, elapsed, targets = summarise(bench, stages), elapsed_seconds(bench), demo_targets(args.out_dir)
+    print(render(per_rule, elapsed, files_to_open(args.out_dir)))
     print()
-    print(render_targets(demo_targets(args.out_dir)))
+    print(render_targets(targets))
+    if args.json:
+        files.write_json(args.json, as_record(per_rule, elapsed, targets), trailing_newline=True)
     return 0
 
 
