@@ -168,23 +168,16 @@ def test_planted_truth_is_what_the_download_records(download, images):
     assert {"sulcal_csf_ml", "gm_ml", "age_load", "disease_load"} <= set(images.columns)
 
 
-def _demo_image_spacing_mm() -> float:
-    """images.spacing_mm of the demo profile (the resolution every demo stage works at)."""
+def _demo_section(*keys: str) -> dict:
+    """A config section of the demo profile (profiles/demo/demo.yaml over config.yaml, key by key), as `make demo`
+    runs it: `_demo_section("data", "synthetic")`."""
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    base = yaml.safe_load((root / "config.yaml").read_text())["images"]
-    demo = yaml.safe_load((root / "profiles/demo/demo.yaml").read_text()).get("images", {})
-    return float({**base, **demo}["spacing_mm"])
-
-
-def _demo_synthetic_settings() -> dict:
-    """data.synthetic of the demo profile (profiles/demo/demo.yaml over config.yaml), as `make demo` runs it."""
-    import yaml
-
-    root = Path(__file__).resolve().parents[1]
-    base = yaml.safe_load((root / "config.yaml").read_text())["data"]["synthetic"]
-    demo = yaml.safe_load((root / "profiles/demo/demo.yaml").read_text())["data"]["synthetic"]
+    base = yaml.safe_load((root / "config.yaml").read_text())
+    demo = yaml.safe_load((root / "profiles/demo/demo.yaml").read_text())
+    for key in keys:
+        base, demo = base[key], demo.get(key, {})
     return {**base, **demo}
 
 
@@ -212,7 +205,7 @@ def test_demo_cohort_age_and_ad_are_measurable():
     """On the demo profile's cohort (every visit), the planted volumes carry the age: a leave-one-subject-out linear
     fit of age on them reaches r >= 0.8 and beats the mean-age baseline by far; AD vs CN stays separable; and
     the aging effects are many voxels at the demo's working resolution (images.spacing_mm)."""
-    cfg = _demo_synthetic_settings()
+    cfg = _demo_section("data", "synthetic")
     truth = synth.planted_truth(int(cfg["subjects"]), min_visits=int(cfg["min_visits"]),
                                 max_visits=int(cfg["max_visits"]), seed=int(cfg["seed"]),
                                 cohorts=list(cfg["cohorts"]))  # fmt: skip
@@ -230,7 +223,7 @@ def test_demo_cohort_age_and_ad_are_measurable():
     assert _auc(ad.ventricle_ml_per_icv, cn.ventricle_ml_per_icv) >= 0.7  # AD: larger ventricles (age, too)
     # aging alone (CN): ventricles and sulcal CSF grow, grey matter thins; slopes per year of age in voxels of the
     # demo's image spacing, for a head of the cohort's mean size (the affine registration to MNI removes head size)
-    voxel_ul = _demo_image_spacing_mm() ** 3
+    voxel_ul = float(_demo_section("images")["spacing_mm"]) ** 3
     voxels = {
         c: cn[f"{c}_per_icv"] * truth.icv_ml.mean() * 1000 / voxel_ul
         for c in ("ventricle_ml", "sulcal_csf_ml", "gm_ml")

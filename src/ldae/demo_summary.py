@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ldae import files
+from ldae.files import write_json
 
 # opened first, in this order (path under out_dir: what it shows); the figure is the first of FIGURES that exists
 FIRST_FILES = {
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_targets(targets))
     if args.json:
-        files.write_json(args.json, as_record(per_rule, elapsed, targets), trailing_newline=True)
+        write_json(args.json, as_record(per_rule, elapsed, targets), trailing_newline=True)
     return 0
 
 
